@@ -1,0 +1,144 @@
+"""Fixtures shared by the whole suite: real databases, real teams, real users.
+
+Every test that takes `database` runs twice: on a SQLite file and on a
+PostgreSQL server. PostgreSQL comes from VOICECRM_TEST_POSTGRES_URL (which
+`tests/run.sh` sets after starting a server); without it the PostgreSQL half is
+skipped locally and fails under CI, so CI can never pass on SQLite alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from voicecrm.accounts import service as accounts
+from voicecrm.accounts.actor import Actor, Role
+from voicecrm.models import metadata
+from voicecrm.storage import Database
+from voicecrm.storage.migrate import upgrade
+
+POSTGRES_URL = os.environ.get("VOICECRM_TEST_POSTGRES_URL")
+
+
+async def _migrate(url: str) -> None:
+    database = Database(url)
+    try:
+        await upgrade(database)
+    finally:
+        await database.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file, copied for each test: migrating once keeps the suite fast."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
+    if not POSTGRES_URL:
+        if os.environ.get("CI"):
+            pytest.fail("VOICECRM_TEST_POSTGRES_URL is not set: CI must test on PostgreSQL")
+        pytest.skip("VOICECRM_TEST_POSTGRES_URL is not set (tests/run.sh sets it)")
+    name = f"voicecrm_test_{uuid.uuid4().hex[:12]}"
+    admin_url = make_url(POSTGRES_URL)
+
+    async def create() -> None:
+        admin = Database(admin_url.render_as_string(hide_password=False))
+        async with admin.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        await admin.close()
+
+    async def drop() -> None:
+        admin = Database(admin_url.render_as_string(hide_password=False))
+        async with admin.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.close()
+
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    asyncio.run(create())
+    try:
+        asyncio.run(_migrate(url))
+        yield url
+    finally:
+        asyncio.run(drop())
+
+
+async def _truncate(database: Database) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    async with database.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "voicecrm.db"
+        shutil.copy(template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_database")
+    return url
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    if db.dialect == "postgresql":
+        await _truncate(db)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+@dataclass
+class TeamWorld:
+    """A team with an admin and an agent, each with a token, as most tests need."""
+
+    team_id: int
+    admin: Actor
+    agent: Actor
+    admin_token: str
+    agent_token: str
+    system: Actor
+
+
+async def make_team(database: Database, name: str = "Acme", region: str = "US") -> TeamWorld:
+    async with database.transaction() as session:
+        team = await accounts.create_team(session, name, default_region=region)
+        suffix = uuid.uuid4().hex[:8]
+        admin = await accounts.create_user(session, team.id, email=f"admin-{suffix}@example.com",
+                                           name="Ada Admin", role=Role.ADMIN)
+        agent = await accounts.create_user(session, team.id, email=f"agent-{suffix}@example.com",
+                                           name="Al Agent", role=Role.AGENT)
+        admin_token = (await accounts.create_token(session, admin)).secret
+        agent_token = (await accounts.create_token(session, agent)).secret
+        settings = accounts.team_settings(team)
+        return TeamWorld(
+            team_id=team.id,
+            admin=Actor(team=settings, role=Role.ADMIN, user_id=admin.id),
+            agent=Actor(team=settings, role=Role.AGENT, user_id=agent.id),
+            admin_token=admin_token,
+            agent_token=agent_token,
+            system=Actor.system(settings),
+        )
+
+
+@pytest.fixture
+async def world(database: Database) -> TeamWorld:
+    return await make_team(database)

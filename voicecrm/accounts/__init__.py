@@ -1,0 +1,1 @@
+"""Teams, users and API tokens: who owns the data and who is asking."""

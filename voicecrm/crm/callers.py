@@ -1,0 +1,147 @@
+"""Caller-ID resolution: the contact behind an incoming number, created if new.
+
+This runs at the start of every call, so its common case (a known caller whose
+caller-ID name and carrier have not changed) is one indexed query and no write.
+A new number is inserted under a savepoint; if another call from the same number
+won the race, the unique index on (team, number) refuses the second insert and
+the winner's contact is read back, so 50 simultaneous first calls still make one
+contact, on any number of service instances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from voicecrm.accounts.actor import Actor
+from voicecrm.crm import timeline
+from voicecrm.crm.models import Contact, ContactPhone
+from voicecrm.crm.phones import NormalizedPhone, normalize_phone
+from voicecrm.crm.schemas import UNKNOWN_CALLER
+from voicecrm.storage import utcnow
+
+# Caller-ID names that carry no information about the person.
+_MEANINGLESS_NAMES = frozenset(
+    {
+        "",
+        "unknown",
+        "unavailable",
+        "anonymous",
+        "private",
+        "restricted",
+        "wireless caller",
+        "out of area",
+        "blocked",
+        "no caller id",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCaller:
+    contact: Contact
+    phone: NormalizedPhone
+    created: bool
+
+
+def clean_caller_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    cleaned = " ".join(name.split())[:200]
+    return None if cleaned.lower() in _MEANINGLESS_NAMES else cleaned
+
+
+async def _find(session: AsyncSession, team_id: int, e164: str) -> Contact | None:
+    query = (
+        select(Contact)
+        .join(ContactPhone, ContactPhone.contact_id == Contact.id)
+        .where(ContactPhone.team_id == team_id, ContactPhone.e164 == e164)
+        .order_by(ContactPhone.id)
+        .limit(1)
+    )
+    return (await session.scalars(query)).first()
+
+
+async def resolve_caller(
+    session: AsyncSession,
+    actor: Actor,
+    raw_number: str,
+    caller_name: str | None = None,
+) -> ResolvedCaller:
+    """The contact for `raw_number` (any carrier format), created or refreshed.
+
+    Raises `InvalidPhoneNumber` for input that is not a phone number; callers
+    with a withheld number should not be resolved at all.
+    """
+    phone = normalize_phone(raw_number, actor.team.default_region)
+    name = clean_caller_name(caller_name)
+    contact = await _find(session, actor.team_id, phone.e164)
+    if contact is not None:
+        _refresh(contact, name, phone)
+        return ResolvedCaller(contact=contact, phone=phone, created=False)
+    try:
+        async with session.begin_nested():
+            contact = await _create(session, actor, raw_number, name, phone)
+    except IntegrityError:
+        contact = await _find(session, actor.team_id, phone.e164)
+        if contact is None:
+            raise
+        _refresh(contact, name, phone)
+        return ResolvedCaller(contact=contact, phone=phone, created=False)
+    return ResolvedCaller(contact=contact, phone=phone, created=True)
+
+
+def _refresh(contact: Contact, name: str | None, phone: NormalizedPhone) -> None:
+    """Only assign what changed, so an unchanged caller costs no UPDATE."""
+    if name is not None and contact.caller_id_name != name:
+        contact.caller_id_name = name
+        contact.updated_at = utcnow()
+    if phone.carrier is not None and contact.carrier != phone.carrier:
+        contact.carrier = phone.carrier
+        contact.updated_at = utcnow()
+
+
+async def _create(
+    session: AsyncSession, actor: Actor, raw: str, name: str | None, phone: NormalizedPhone
+) -> Contact:
+    now = utcnow()
+    contact = Contact(
+        team_id=actor.team_id,
+        name=name or UNKNOWN_CALLER,
+        caller_id_name=name,
+        carrier=phone.carrier,
+        source="phone",
+        type="customer",
+        rating=0,
+        status="open",
+        blocked=False,
+        custom_fields={},
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(contact)
+    await session.flush()
+    session.add(
+        ContactPhone(
+            team_id=actor.team_id,
+            contact_id=contact.id,
+            e164=phone.e164,
+            unique_e164=None if actor.team.allow_duplicate_phones else phone.e164,
+            original=raw.strip()[:100],
+            label="mobile",
+            region=phone.region,
+            position=0,
+        )
+    )
+    await session.flush()
+    await timeline.append(
+        session,
+        actor,
+        contact.id,
+        "contact_created",
+        timeline.ContactCreated(name=contact.name, source="phone"),
+    )
+    return contact

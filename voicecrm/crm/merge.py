@@ -1,0 +1,154 @@
+"""Merging duplicate contacts into one survivor without losing anything.
+
+Phones, emails, tags, notes and the whole timeline move to the survivor; empty
+fields of the survivor are filled from the others; the others' own field values
+are kept in the `merged` timeline event; then the others are deleted. All of it
+happens in the caller's transaction, so a failure leaves every contact as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from voicecrm.accounts.actor import Actor
+from voicecrm.crm import timeline
+from voicecrm.crm.contacts import get_contact
+from voicecrm.crm.models import (
+    Contact,
+    ContactEmail,
+    ContactPhone,
+    ContactTag,
+    Note,
+    TimelineEvent,
+)
+from voicecrm.errors import InvalidInput
+from voicecrm.storage import utcnow
+
+_FILLABLE = ("company", "caller_id_name", "carrier", "responsible_user_id", "stage_id")
+_SNAPSHOT = (
+    "name",
+    "company",
+    "type",
+    "caller_id_name",
+    "carrier",
+    "source",
+    "responsible_user_id",
+    "rating",
+    "status",
+    "blocked",
+    "stage_id",
+    "custom_fields",
+)
+
+
+def _snapshot(contact: Contact) -> dict[str, Any]:
+    data = {field: getattr(contact, field) for field in _SNAPSHOT}
+    data["id"] = contact.id
+    data["created_at"] = contact.created_at.isoformat()
+    return data
+
+
+async def merge_contacts(
+    session: AsyncSession, actor: Actor, survivor_id: int, merged_ids: Sequence[int]
+) -> Contact:
+    others_ids = sorted(set(merged_ids) - {survivor_id})
+    if not others_ids:
+        raise InvalidInput(
+            "name at least one contact to merge into the survivor", field="merged_ids"
+        )
+    if len(others_ids) > 100:
+        raise InvalidInput("merge at most 100 contacts at once", field="merged_ids")
+    survivor = await get_contact(session, actor, survivor_id, for_update=True)
+    others = [await get_contact(session, actor, cid, for_update=True) for cid in others_ids]
+
+    for other in others:
+        for field in _FILLABLE:
+            if getattr(survivor, field) is None and getattr(other, field) is not None:
+                setattr(survivor, field, getattr(other, field))
+        survivor.custom_fields = {**(other.custom_fields or {}), **(survivor.custom_fields or {})}
+        survivor.rating = max(survivor.rating, other.rating)
+        survivor.blocked = survivor.blocked or other.blocked
+        if other.created_at < survivor.created_at:
+            survivor.created_at = other.created_at
+
+    # Phones: the survivor keeps its own; the others' move unless the survivor has that number.
+    have_phones = set(
+        await session.scalars(
+            select(ContactPhone.e164).where(ContactPhone.contact_id == survivor.id)
+        )
+    )
+    position = len(have_phones)
+    for phone in await session.scalars(
+        select(ContactPhone)
+        .where(ContactPhone.contact_id.in_(others_ids))
+        .order_by(ContactPhone.id)
+    ):
+        if phone.e164 in have_phones:
+            await session.delete(phone)
+            continue
+        have_phones.add(phone.e164)
+        phone.contact_id, phone.position = survivor.id, position
+        position += 1
+
+    have_emails = set(
+        await session.scalars(
+            select(ContactEmail.email).where(ContactEmail.contact_id == survivor.id)
+        )
+    )
+    position = len(have_emails)
+    for email in await session.scalars(
+        select(ContactEmail)
+        .where(ContactEmail.contact_id.in_(others_ids))
+        .order_by(ContactEmail.id)
+    ):
+        if email.email in have_emails:
+            await session.delete(email)
+            continue
+        have_emails.add(email.email)
+        email.contact_id, email.position = survivor.id, position
+        position += 1
+
+    have_tags = set(
+        await session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == survivor.id))
+    )
+    their_tags = set(
+        await session.scalars(select(ContactTag.tag).where(ContactTag.contact_id.in_(others_ids)))
+    )
+    await session.execute(delete(ContactTag).where(ContactTag.contact_id.in_(others_ids)))
+    if their_tags - have_tags:
+        await session.execute(
+            insert(ContactTag),
+            [
+                {"contact_id": survivor.id, "tag": t, "team_id": actor.team_id}
+                for t in sorted(their_tags - have_tags)
+            ],
+        )
+    await session.flush()
+
+    await session.execute(
+        update(Note).where(Note.contact_id.in_(others_ids)).values(contact_id=survivor.id)
+    )
+    await session.execute(
+        update(TimelineEvent)
+        .where(TimelineEvent.contact_id.in_(others_ids))
+        .values(contact_id=survivor.id)
+    )
+    snapshots = [_snapshot(o) for o in others]
+    names = [o.name for o in others]
+    await session.flush()
+    for other in others:
+        session.expunge(other)
+    await session.execute(delete(Contact).where(Contact.id.in_(others_ids)))
+    survivor.updated_at = utcnow()
+    await timeline.append(
+        session,
+        actor,
+        survivor.id,
+        "merged",
+        timeline.Merged(merged_contact_ids=others_ids, merged_names=names, snapshots=snapshots),
+    )
+    return survivor

@@ -1,0 +1,179 @@
+"""The CRM's tables: contacts with their phones, emails and tags, notes, stages, the timeline.
+
+Every row carries `team_id` so that every query can be scoped by team with an
+index, and so that uniqueness rules (one contact per phone number) are per team.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from voicecrm.storage.base import Base, BigId, UTCDateTime, utcnow
+
+# JSONB on PostgreSQL stores parsed JSON (smaller, indexable later); plain JSON text on SQLite.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Stage(Base):
+    __tablename__ = "stages"
+    __table_args__ = (UniqueConstraint("team_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ContactSource(Base):
+    """A team's own contact sources, beside the built-in ones."""
+
+    __tablename__ = "contact_sources"
+    __table_args__ = (UniqueConstraint("team_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (
+        CheckConstraint("rating BETWEEN 0 AND 3", name="rating"),
+        CheckConstraint("status IN ('open', 'won', 'lost')", name="status"),
+        CheckConstraint("type IN ('customer', 'collaborator', 'other')", name="type"),
+        Index(None, "team_id", "name", "id"),
+        Index(None, "team_id", "updated_at", "id"),
+        Index(None, "team_id", "responsible_user_id"),
+        Index(None, "team_id", "stage_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    company: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    type: Mapped[str] = mapped_column(String(16), default="customer")
+    caller_id_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    carrier: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    source: Mapped[str] = mapped_column(String(100), default="manual")
+    responsible_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    rating: Mapped[int] = mapped_column(SmallInteger, default=0)
+    status: Mapped[str] = mapped_column(String(8), default="open")
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    stage_id: Mapped[int | None] = mapped_column(
+        ForeignKey("stages.id", ondelete="SET NULL"), nullable=True
+    )
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ContactPhone(Base):
+    """A contact's phone number, normalised to E.164.
+
+    `unique_e164` equals `e164` when the team forbids duplicate numbers and is
+    NULL when it allows them; the unique index on it is what guarantees that two
+    concurrent first calls from one new number cannot create two contacts.
+    """
+
+    __tablename__ = "contact_phones"
+    __table_args__ = (
+        UniqueConstraint("team_id", "unique_e164"),
+        Index(None, "team_id", "e164"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    e164: Mapped[str] = mapped_column(String(20))
+    unique_e164: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    original: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(String(50), default="mobile")
+    region: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    position: Mapped[int] = mapped_column(SmallInteger, default=0)
+
+
+class ContactEmail(Base):
+    __tablename__ = "contact_emails"
+    __table_args__ = (Index(None, "team_id", "email"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    label: Mapped[str] = mapped_column(String(50), default="work")
+    position: Mapped[int] = mapped_column(SmallInteger, default=0)
+
+
+class ContactTag(Base):
+    __tablename__ = "contact_tags"
+    __table_args__ = (Index(None, "team_id", "tag"),)
+
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+
+
+class Note(Base):
+    __tablename__ = "notes"
+    __table_args__ = (
+        CheckConstraint("type IN ('general', 'info', 'warning', 'danger')", name="type"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    author_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    type: Mapped[str] = mapped_column(String(16), default="general")
+    content: Mapped[str] = mapped_column(Text)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TimelineEvent(Base):
+    """One append-only entry of a contact's history; `data` is shaped by `kind`."""
+
+    __tablename__ = "timeline_events"
+    __table_args__ = (
+        Index(None, "contact_id", "id"),
+        Index(None, "contact_id", "kind", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

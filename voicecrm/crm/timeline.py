@@ -1,0 +1,219 @@
+"""A contact's timeline: an append-only log of what happened, newest first.
+
+Kinds are registered, not enumerated here: each kind names a pydantic model for
+its `data`, so a later feature (calls, voicemail, tasks, campaigns) adds a kind
+with `register_kind` without changing this module, and bad data is refused at
+append time rather than discovered when someone reads the timeline.
+
+Pagination is by keyset on the event id (ids only grow), which keeps the newest
+page one index range scan however long the history is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from voicecrm.accounts.actor import Actor
+from voicecrm.crm.models import TimelineEvent
+from voicecrm.errors import InvalidInput
+from voicecrm.storage import utcnow
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+_KINDS: dict[str, type[EventData]] = {}
+
+
+def register_kind(kind: str, model: type[EventData]) -> None:
+    """Declare a timeline kind and the shape of its data. Registering twice is an error."""
+    existing = _KINDS.get(kind)
+    if existing is not None and existing is not model:
+        raise ValueError(f"timeline kind {kind!r} is already registered")
+    _KINDS[kind] = model
+
+
+def registered_kinds() -> list[str]:
+    return sorted(_KINDS)
+
+
+def data_model(kind: str) -> type[EventData]:
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise InvalidInput(
+            f"unknown timeline kind {kind!r}; known kinds: {', '.join(registered_kinds())}",
+            field="kind",
+        ) from None
+
+
+# ----------------------------------------------------------------- the CRM's own kinds
+class ContactCreated(EventData):
+    name: str
+    source: str
+
+
+class CallEvent(EventData):
+    call_id: str | None = None
+    direction: str
+    from_number: str
+    to_number: str
+    status: str
+    duration_seconds: int | None = None
+    recording_url: str | None = None
+
+
+class NoteEvent(EventData):
+    note_id: int
+    type: str
+    content: str
+
+
+class NoteDeleted(EventData):
+    note_id: int
+
+
+class StageChanged(EventData):
+    from_stage_id: int | None
+    from_stage: str | None
+    to_stage_id: int | None
+    to_stage: str | None
+    reason: str | None = None
+
+
+class StatusChanged(EventData):
+    from_status: str
+    to_status: str
+
+
+class TagsChanged(EventData):
+    added: list[str] = []
+    removed: list[str] = []
+
+
+class ContactUpdated(EventData):
+    fields: list[str]
+
+
+class Merged(EventData):
+    merged_contact_ids: list[int]
+    merged_names: list[str]
+    # The merged contacts' own fields as they were, so no value is lost to the survivor's.
+    snapshots: list[dict[str, Any]] = []
+
+
+class Imported(EventData):
+    file: str | None = None
+    row: int
+    created: bool
+
+
+for _kind, _model in {
+    "contact_created": ContactCreated,
+    "contact_updated": ContactUpdated,
+    "call": CallEvent,
+    "note_added": NoteEvent,
+    "note_edited": NoteEvent,
+    "note_deleted": NoteDeleted,
+    "stage_changed": StageChanged,
+    "status_changed": StatusChanged,
+    "tags_changed": TagsChanged,
+    "merged": Merged,
+    "imported": Imported,
+}.items():
+    register_kind(_kind, _model)
+
+
+# ----------------------------------------------------------------- writing and reading
+def event_row(
+    actor: Actor,
+    contact_id: int,
+    kind: str,
+    data: EventData | dict[str, Any],
+    *,
+    occurred_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A validated row for `TimelineEvent`, ready for one multi-row INSERT."""
+    model = data_model(kind)
+    try:
+        parsed = (
+            data
+            if isinstance(data, model)
+            else model.model_validate(data.model_dump() if isinstance(data, BaseModel) else data)
+        )
+    except ValidationError as err:
+        raise InvalidInput(f"bad data for timeline kind {kind!r}: {err}", field="data") from err
+    return {
+        "team_id": actor.team_id,
+        "contact_id": contact_id,
+        "kind": kind,
+        "occurred_at": occurred_at or utcnow(),
+        "actor_user_id": actor.user_id,
+        "data": parsed.model_dump(mode="json"),
+    }
+
+
+async def append(
+    session: AsyncSession,
+    actor: Actor,
+    contact_id: int,
+    kind: str,
+    data: EventData | dict[str, Any],
+    *,
+    occurred_at: datetime | None = None,
+) -> None:
+    """Append one event: one INSERT, no read."""
+    await session.execute(
+        insert(TimelineEvent), [event_row(actor, contact_id, kind, data, occurred_at=occurred_at)]
+    )
+
+
+async def append_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(TimelineEvent), list(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePage:
+    events: list[TimelineEvent]
+    next_cursor: str | None
+
+
+def _decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not cursor.isdigit() or len(cursor) > 19:
+        raise InvalidInput("the cursor is not one this API gave out", field="cursor")
+    return int(cursor)
+
+
+async def page(
+    session: AsyncSession,
+    contact_id: int,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    kinds: Sequence[str] = (),
+) -> TimelinePage:
+    """Newest-first events of one contact. The caller checks the contact is visible."""
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500", field="limit")
+    for kind in kinds:
+        data_model(kind)
+    before = _decode_cursor(cursor)
+    query = select(TimelineEvent).where(TimelineEvent.contact_id == contact_id)
+    if before is not None:
+        query = query.where(TimelineEvent.id < before)
+    if kinds:
+        query = query.where(TimelineEvent.kind.in_(list(kinds)))
+    rows = list(await session.scalars(query.order_by(TimelineEvent.id.desc()).limit(limit + 1)))
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return TimelinePage(events=rows[:limit], next_cursor=next_cursor)
