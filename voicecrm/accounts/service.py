@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from zoneinfo import available_timezones
 
 import phonenumbers
@@ -156,11 +157,27 @@ async def revoke_token(session: AsyncSession, actor: Actor, token_id: int) -> No
     await session.flush()
 
 
-async def authenticate(session: AsyncSession, secret: str) -> Actor:
-    """The actor behind a bearer token, or `AuthenticationFailed`. One indexed join."""
+TOUCH_EVERY = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    actor: Actor
+    token_id: int
+    needs_touch: bool
+
+
+async def authenticate(session: AsyncSession, secret: str) -> Authenticated:
+    """The actor behind a bearer token, or `AuthenticationFailed`. One indexed join, no write.
+
+    `needs_touch` says the token's last-used time is stale; the edge records it in a
+    separate write (`touch_token`), so that read-only requests stay read-only.
+    """
+    if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+        raise AuthenticationFailed("the bearer token is unknown or revoked")
     row = (
         await session.execute(
-            select(ApiToken.id, User, Team)
+            select(ApiToken.id, ApiToken.last_used_at, User, Team)
             .join(User, User.id == ApiToken.user_id)
             .join(Team, Team.id == User.team_id)
             .where(ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None))
@@ -168,8 +185,13 @@ async def authenticate(session: AsyncSession, secret: str) -> Actor:
     ).first()
     if row is None:
         raise AuthenticationFailed("the bearer token is unknown or revoked")
-    token_id, user, team = row
+    token_id, last_used_at, user, team = row
+    actor = Actor(team=team_settings(team), role=Role(user.role), user_id=user.id)
+    stale = last_used_at is None or utcnow() - last_used_at > TOUCH_EVERY
+    return Authenticated(actor=actor, token_id=token_id, needs_touch=stale)
+
+
+async def touch_token(session: AsyncSession, token_id: int) -> None:
     await session.execute(
         update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow())
     )
-    return Actor(team=team_settings(team), role=Role(user.role), user_id=user.id)

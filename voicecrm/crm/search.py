@@ -121,11 +121,11 @@ def filter_clauses(actor: Actor, flt: ContactFilter) -> list[ColumnElement[bool]
     return clauses
 
 
-def matching(actor: Actor, flt: ContactFilter) -> Select[tuple[Contact]]:
+def matching(actor: Actor, flt: ContactFilter) -> Select[Contact]:
     return select(Contact).where(and_(*filter_clauses(actor, flt)))
 
 
-def matching_ids(actor: Actor, flt: ContactFilter) -> Select[tuple[int]]:
+def matching_ids(actor: Actor, flt: ContactFilter) -> Select[int]:
     return select(Contact.id).where(and_(*filter_clauses(actor, flt)))
 
 

@@ -116,7 +116,7 @@ class Imported(EventData):
     created: bool
 
 
-for _kind, _model in {
+_CRM_KINDS: dict[str, type[EventData]] = {
     "contact_created": ContactCreated,
     "contact_updated": ContactUpdated,
     "call": CallEvent,
@@ -128,7 +128,8 @@ for _kind, _model in {
     "tags_changed": TagsChanged,
     "merged": Merged,
     "imported": Imported,
-}.items():
+}
+for _kind, _model in _CRM_KINDS.items():
     register_kind(_kind, _model)
 
 

@@ -2,9 +2,12 @@
 
 SQLite is the embedded default: WAL lets readers run beside the one writer,
 foreign keys are switched on (SQLite leaves them off), and every transaction
-starts with BEGIN IMMEDIATE so that a read-then-write transaction takes the
-write lock up front and waits on `busy_timeout`, instead of failing with
-SQLITE_BUSY when two writers race (for example two first calls from one number).
+that may write starts with BEGIN IMMEDIATE so that a read-then-write
+transaction takes the write lock up front and waits on `busy_timeout`, instead
+of failing with SQLITE_BUSY when two writers race (for example two first calls
+from one number). Read-only units of work (a page of contacts, a CSV export)
+begin DEFERRED and never hold the write lock, so a long export does not stall
+the calls that are writing.
 
 PostgreSQL (asyncpg) is for several instances sharing one database; there the
 database's own row locks and unique constraints guard the data, never a lock
@@ -27,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_READ_ONLY = "voicecrm_read_only"
 
 
 def is_sqlite(url: str) -> bool:
@@ -49,7 +53,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -65,11 +72,19 @@ class Database:
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessionmaker = async_sessionmaker(
+            self.engine, expire_on_commit=False, execution_options={_READ_ONLY: True}
+        )
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: committed when the block ends, rolled back if it raises."""
-        async with self.sessionmaker() as session, session.begin():
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
+        """One unit of work: committed when the block ends, rolled back if it raises.
+
+        `read_only` is a promise that nothing will be written; on SQLite it lets the
+        transaction run beside writers instead of queueing behind them.
+        """
+        maker = self.read_sessionmaker if read_only else self.sessionmaker
+        async with maker() as session, session.begin():
             yield session
 
     @asynccontextmanager
@@ -77,6 +92,11 @@ class Database:
         """A session whose owner commits explicitly (long jobs that commit in batches)."""
         async with self.sessionmaker() as session:
             yield session
+
+    @staticmethod
+    def describe(url: str) -> str:
+        """The URL with its password hidden, for logs and banners."""
+        return make_url(url).render_as_string(hide_password=True)
 
     async def close(self) -> None:
         await self.engine.dispose()

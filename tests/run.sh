@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs them on SQLite and on a real PostgreSQL.
+#
+#   bash tests/run.sh [pytest arguments]
+#
+# PostgreSQL: uses VOICECRM_TEST_POSTGRES_URL when it is set; otherwise installs
+# PostgreSQL with apt-get where it is missing (root only), starts the local
+# cluster, and creates a role and database for the tests. It leaves a server it
+# started running only until the tests end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
+.venv/bin/python -m pip install --quiet -e '.[test]'
+
+started_cluster=""
+cleanup() {
+  if [ -n "$started_cluster" ]; then
+    pg_ctlcluster $started_cluster stop || true
+  fi
+}
+trap cleanup EXIT
+
+if [ -z "${VOICECRM_TEST_POSTGRES_URL:-}" ]; then
+  if ! command -v pg_lsclusters >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      echo "tests/run.sh: installing PostgreSQL with apt-get"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+      echo "tests/run.sh: PostgreSQL is not installed; install it or set VOICECRM_TEST_POSTGRES_URL" >&2
+      exit 1
+    fi
+  fi
+  read -r version cluster port status _ < <(pg_lsclusters --no-header | head -n 1)
+  if [ -z "${version:-}" ]; then
+    pg_createcluster 15 main >/dev/null
+    read -r version cluster port status _ < <(pg_lsclusters --no-header | head -n 1)
+  fi
+  if [ "$status" != "online" ]; then
+    pg_ctlcluster "$version" "$cluster" start
+    started_cluster="$version $cluster"
+  fi
+  su postgres -c "psql -q -p $port -tc \"SELECT 1 FROM pg_roles WHERE rolname='voicecrm'\"" | grep -q 1 \
+    || su postgres -c "psql -q -p $port -c \"CREATE ROLE voicecrm LOGIN CREATEDB PASSWORD 'voicecrm'\""
+  export VOICECRM_TEST_POSTGRES_URL="postgresql+asyncpg://voicecrm:voicecrm@127.0.0.1:$port/postgres"
+fi
+
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+exit $status

@@ -1,0 +1,22 @@
+"""One module per API resource; `all_routes()` is the whole `/api/v1` table."""
+
+from __future__ import annotations
+
+from voicecrm.api.resources import (
+    callers,
+    contacts,
+    health,
+    notes,
+    stages,
+    tags,
+    team,
+    timeline,
+)
+from voicecrm.api.routing import RouteTable
+
+
+def all_routes() -> RouteTable:
+    table = RouteTable()
+    for module in (health, team, contacts, callers, notes, stages, tags, timeline):
+        table.extend(module.ROUTES)
+    return table

@@ -1,0 +1,89 @@
+"""The composition root: builds the aiohttp application and owns every long-lived resource.
+
+Each resource is opened in a `cleanup_ctx` generator and closed after its
+`yield`, in reverse order, and only if it was opened. Nothing imports this
+module but the CLI and the tests; everything below receives what it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from voicecrm.accounts import service as accounts
+from voicecrm.accounts.actor import Role
+from voicecrm.api.problems import problem_middleware
+from voicecrm.api.resources import all_routes
+from voicecrm.api.server import API_PREFIX, DATABASE, build_api
+from voicecrm.config import Settings
+from voicecrm.storage import Database
+from voicecrm.storage.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+
+
+@dataclass(frozen=True, slots=True)
+class FirstStart:
+    """What the first start created; the token's secret exists only here."""
+
+    team_id: int
+    admin_email: str
+    token: str
+
+
+async def bootstrap(database: Database, settings: Settings) -> FirstStart | None:
+    """Create the first team, its admin and a token when the database has no team yet."""
+    async with database.transaction() as session:
+        if await accounts.first_team(session) is not None:
+            return None
+        team = await accounts.create_team(
+            session,
+            settings.bootstrap_team,
+            default_region=settings.default_region,
+            timezone=settings.timezone,
+        )
+        admin = await accounts.create_user(
+            session, team.id, email=settings.bootstrap_admin_email, name="Admin", role=Role.ADMIN
+        )
+        issued = await accounts.create_token(session, admin, "first start")
+        return FirstStart(team_id=team.id, admin_email=admin.email, token=issued.secret)
+
+
+async def prepare_database(database: Database, settings: Settings) -> FirstStart | None:
+    if settings.migrate_on_start:
+        await upgrade(database)
+    return await bootstrap(database, settings)
+
+
+def build_app(
+    settings: Settings, *, on_first_start: Callable[[FirstStart], None] | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware])
+    app[SETTINGS] = settings
+
+    async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+        database = Database(settings.database_url)
+        try:
+            first = await prepare_database(database, settings)
+            if first is not None and on_first_start is not None:
+                on_first_start(first)
+            app[DATABASE] = database
+            yield
+        finally:
+            await database.close()
+
+    app.cleanup_ctx.append(database_ctx)
+    app.add_subapp(API_PREFIX, build_api(all_routes(), max_body_bytes=settings.max_body_bytes))
+
+    async def index(_: web.Request) -> web.Response:
+        return web.json_response(
+            {"service": "voicecrm", "api": API_PREFIX, "openapi": f"{API_PREFIX}/openapi.json"}
+        )
+
+    app.router.add_get("/", index)
+    return app

@@ -1,0 +1,1 @@
+"""The `voicecrm` command line: serve, db, users, tokens, contacts."""

@@ -1,0 +1,72 @@
+"""Settings, read once from `VOICECRM_*` environment variables and passed down.
+
+Only the composition root (`voicecrm.app`) and the CLI read this; every other
+module receives the values it needs as arguments. Secrets are held as
+`SecretStr` so that printing the settings never prints them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from voicecrm.errors import ConfigurationError
+
+PREFIX = "VOICECRM_"
+
+
+class Settings(BaseModel):
+    """Every setting with its default; the README's table is generated from these fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./voicecrm.db",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///PATH (default, embedded) or "
+        "postgresql+asyncpg://USER:PASSWORD@HOST/DB (several instances).",
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server listens on.")
+    migrate_on_start: bool = Field(
+        True, description="Apply database migrations when the service starts."
+    )
+    bootstrap_team: str = Field(
+        "My Business", description="Name of the team created on first start."
+    )
+    bootstrap_admin_email: str = Field(
+        "admin@localhost", description="Email of the admin user created on first start."
+    )
+    default_region: str = Field(
+        "US", description="Phone region of the first team, for numbers without a country code."
+    )
+    timezone: str = Field("UTC", description="Timezone of the first team.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest JSON request body the API accepts."
+    )
+    max_import_bytes: int = Field(
+        512 * 1_048_576, ge=1024, description="Largest CSV upload the import endpoint accepts."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+    data_dir: Path = Field(Path("."), description="Folder for files the service keeps.")
+    openai_api_key: SecretStr | None = Field(
+        None, description="Key for the OpenAI-compatible API (agent, speech); never logged."
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {
+            name: env[PREFIX + name.upper()]
+            for name in cls.model_fields
+            if PREFIX + name.upper() in env
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in err.errors()
+            )
+            raise ConfigurationError(f"bad configuration: {problems}") from err
