@@ -2,16 +2,17 @@
 
 Only the composition root (`voicecrm.app`) and the CLI read this; every other
 module receives the values it needs as arguments. Secrets are held as
-`SecretStr` so that printing the settings never prints them.
+`SecretStr` so that printing the settings never prints them. A test keeps the
+README's table of settings equal to these fields.
+
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voicecrm.errors import ConfigurationError
 
@@ -50,10 +51,7 @@ class Settings(BaseModel):
         512 * 1_048_576, ge=1024, description="Largest CSV upload the import endpoint accepts."
     )
     log_level: str = Field("INFO", description="Python logging level.")
-    data_dir: Path = Field(Path("."), description="Folder for files the service keeps.")
-    openai_api_key: SecretStr | None = Field(
-        None, description="Key for the OpenAI-compatible API (agent, speech); never logged."
-    )
+
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -44,12 +44,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port is not None:
         settings = settings.model_copy(update={"port": args.port})
     app = build_app(settings, on_first_start=_print_first_start)
-    print(
-        f"voicecrm {__version__} on http://{settings.host}:{settings.port} "
-        f"(database: {Database.describe(settings.database_url)})",
-        flush=True,
-    )
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    print(f"voicecrm {__version__}, database {Database.describe(settings.database_url)}",
+          flush=True)
+
+    def listening(message: object) -> None:
+        # aiohttp calls this once its sockets are bound, so "ready" is never premature.
+        print(f"voicecrm: ready at http://{settings.host}:{settings.port}/api/v1 "
+              "(Ctrl+C stops)", flush=True)
+
+    web.run_app(app, host=settings.host, port=settings.port, print=listening)
+
     return 0
 
 
