@@ -8,7 +8,8 @@ classes to problem+json in `voicecrm.api.problems`.
     VoiceCRMError
     ├── InvalidInput            the caller's data is wrong (field, reason)
     │   ├── InvalidPhoneNumber
-    │   └── InvalidCSV
+    │   ├── InvalidCSV
+    │   └── ScenarioInvalid     a scenario file is wrong: every issue with file:line:column
     ├── NotFound                the thing does not exist, or is not visible to the actor
     ├── Conflict                the request contradicts the stored state
     │   ├── DuplicatePhone
@@ -53,7 +54,35 @@ class InvalidCSV(InvalidInput):
     title = "Invalid CSV"
 
 
+class ScenarioInvalid(InvalidInput):
+    """A scenario file has problems; `issues` lists each one with its position.
+
+    `str()` of the error is the whole report, one `file:line:column: message`
+    line per issue, the form editors and CI logs understand.
+    """
+
+    title = "Invalid scenario"
+
+    def __init__(self, issues: list[ScenarioIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(issue) for issue in issues))
+
+
+class ScenarioIssue:
+    __slots__ = ("column", "file", "line", "message")
+
+    def __init__(self, file: str, line: int, column: int, message: str) -> None:
+        self.file, self.line, self.column, self.message = file, line, column, message
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"ScenarioIssue({str(self)!r})"
+
+
 class NotFound(VoiceCRMError):
+
     title = "Not found"
 
 

@@ -1,0 +1,155 @@
+"""The `Call` protocol and the small value types that cross it.
+
+Each verb is what a receptionist does on a phone line, not what a carrier
+calls it: `say` may become Twilio's <Say>, speech synthesis over a Media
+Stream, or ARI playback of a rendered file; `gather` may be <Gather>, DTMF
+events plus speech recognition, or lines typed in a terminal. Implementations
+raise `CallEnded` from any verb once the caller has hung up, so the engine can
+stop the flow wherever it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from voicecrm.errors import VoiceCRMError
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class InputKind(StrEnum):
+    SPEECH = "speech"
+    DTMF = "dtmf"
+
+
+class CallEnded(VoiceCRMError):
+    """The far end hung up (or the call was ended) while a verb was running."""
+
+    title = "Call ended"
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """Who called whom, as the carrier reported it (numbers not yet normalised)."""
+
+    call_id: str
+    direction: Direction
+    from_number: str
+    to_number: str
+    caller_name: str | None = None
+    channel: str = "unknown"
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatherResult:
+    """What the caller answered; both empty means no input before the timeout."""
+
+    digits: str = ""
+    speech: str = ""
+    confidence: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.digits and not self.speech.strip()
+
+    @property
+    def text(self) -> str:
+        return self.digits or self.speech.strip()
+
+
+class TransferStatus(StrEnum):
+    ANSWERED = "answered"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOutcome:
+    status: TransferStatus
+    # After an answered transfer the caller is bridged away: the scenario is over.
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    url: str
+    duration_seconds: float
+    transcript: str | None = None
+
+
+@dataclass
+class Utterance:
+    """One line of the call's transcript."""
+
+    speaker: str  # "caller" or "agent"
+    text: str
+    at: datetime
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+class Call(Protocol):
+    """One live phone call, whatever carries it."""
+
+    @property
+    def info(self) -> CallInfo: ...
+
+    async def say(
+        self, text: str, *, voice: str | None = None, language: str | None = None
+    ) -> None:
+        """Speak `text`; returns when it has been played (or interrupted by the caller)."""
+
+    async def play(self, url: str) -> None:
+        """Play an audio file or URL to the caller."""
+
+    async def gather(
+        self,
+        *,
+        prompt: str | None,
+        inputs: frozenset[InputKind],
+        input_timeout: float,
+        num_digits: int | None = None,
+        finish_on_key: str | None = None,
+        language: str | None = None,
+        hints: tuple[str, ...] = (),
+    ) -> GatherResult:
+        """Say `prompt` (interruptible) and wait for speech and/or DTMF."""
+
+    async def transfer(
+        self,
+        target: str,
+        *,
+        whisper: str | None = None,
+        ring_timeout: float = 30.0,
+        caller_id: str | None = None,
+    ) -> TransferOutcome:
+        """Connect the caller to `target` (E.164 number or SIP URI)."""
+
+    async def record(
+        self, *, max_seconds: float, beep: bool = True, finish_on_key: str | None = "#"
+    ) -> Recording | None:
+        """Record the caller (voicemail); None when nothing was said."""
+
+    async def echo(self, seconds: float) -> None:
+        """Send the caller's own audio back to them: a line test."""
+
+    async def hangup(self, reason: str = "completed") -> None:
+        """End the call. Idempotent."""
+
+    def audio_in(self) -> AsyncIterator[bytes]:
+        """The caller's audio, 20 ms frames of 8 kHz mu-law, until the call ends."""
+        ...
+
+    async def send_audio(self, frame: bytes) -> None:
+        """Queue 20 ms of 8 kHz mu-law audio for the caller."""
+
+    async def clear_audio(self) -> None:
+        """Drop queued audio at once (barge-in)."""
