@@ -160,9 +160,10 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--name", default="cli")
     token.set_defaults(func=cmd_tokens_create)
 
-    from voicecrm.cli import contacts_commands
+    from voicecrm.cli import contacts_commands, scenarios_commands
 
     contacts_commands.register(sub)
+    scenarios_commands.register(sub)
     return root
 
 
@@ -174,7 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        if hasattr(args, "plain_func"):
+            return int(args.plain_func(args))
         if hasattr(args, "sync_func"):
+
             return int(args.sync_func(args, settings))
         func: Command = args.func
         return asyncio.run(func(args, settings))
