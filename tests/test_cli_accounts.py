@@ -24,7 +24,7 @@ def fresh_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_db_upgrade_migrates_an_empty_file(fresh_db: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["db", "upgrade"]) == 0
-    assert "database at revision 0001 (head 0001)" in capsys.readouterr().out
+    assert "database at revision 0002 (head 0002)" in capsys.readouterr().out
 
 
 def test_users_need_a_team_first(fresh_db: Path, capsys: pytest.CaptureFixture[str]) -> None:

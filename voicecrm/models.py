@@ -5,6 +5,7 @@ Migrations are checked against this metadata by the tests.
 
 from voicecrm.accounts.models import ApiToken, Team, User
 from voicecrm.crm.models import (
+    CallRecord,
     Contact,
     ContactEmail,
     ContactPhone,
@@ -12,6 +13,7 @@ from voicecrm.crm.models import (
     ContactTag,
     Note,
     Stage,
+    Task,
     TimelineEvent,
 )
 from voicecrm.storage import Base
@@ -20,6 +22,7 @@ metadata = Base.metadata
 
 __all__ = [
     "ApiToken",
+    "CallRecord",
     "Contact",
     "ContactEmail",
     "ContactPhone",
@@ -27,6 +30,7 @@ __all__ = [
     "ContactTag",
     "Note",
     "Stage",
+    "Task",
     "Team",
     "TimelineEvent",
     "User",

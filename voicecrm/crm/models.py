@@ -177,3 +177,67 @@ class TimelineEvent(Base):
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class Task(Base):
+    """A to-do for a user about a contact, e.g. a call-back a caller asked for."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'done')", name="status"),
+        Index(None, "team_id", "status", "due_at"),
+        Index(None, "assignee_user_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    assignee_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    call_id: Mapped[int | None] = mapped_column(
+        ForeignKey("calls.id", ondelete="SET NULL"), nullable=True
+    )
+    title: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(8), default="open")
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class CallRecord(Base):
+    """One phone call, whatever carried it, with the scenario engine's saved state.
+
+    `(channel, external_id)` is the carrier's own id (a Twilio CallSid, an
+    Asterisk channel id), unique so that a retried webhook finds the same row.
+    `state` holds the engine's serialised state between steps, which lets a
+    call continue on another instance.
+    """
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id"),
+        Index(None, "team_id", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    channel: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(128))
+    direction: Mapped[str] = mapped_column(String(8))
+    from_number: Mapped[str] = mapped_column(String(128))
+    to_number: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="in-progress")
+    scenario: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    duration_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    recording_url: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
