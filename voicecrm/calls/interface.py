@@ -35,6 +35,18 @@ class CallEnded(VoiceCRMError):
     title = "Call ended"
 
 
+class CallSuspended(VoiceCRMError):
+    """The call cannot wait here in-process (a TwiML <Gather>): save state and resume later.
+
+    A webhook-driven call raises this from `gather`; the engine saves its state
+    with the step still pending, and the next webhook, on any instance, resumes
+    the engine with the caller's answer.
+    """
+
+    title = "Call suspended"
+
+
+
 @dataclass(frozen=True, slots=True)
 class CallInfo:
     """Who called whom, as the carrier reported it (numbers not yet normalised)."""

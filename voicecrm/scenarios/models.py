@@ -89,6 +89,11 @@ class Settings(Model):
     language: str = "en-US"
     voice: str | None = None
     greeting: Template | None = Field(None, description="Said when the call is answered.")
+    error_message: str = Field(
+        "Sorry, something went wrong on our side. Please call again later. Goodbye.",
+        description="Said before hanging up when a step fails and has no on_error step.",
+    )
+
     timezone: str = "UTC"
     business_hours: BusinessHours | None = None
     limits: Limits = Limits()

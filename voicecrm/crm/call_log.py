@@ -1,0 +1,168 @@
+"""The call log: one row per phone call, and the call's entries on the contact's timeline.
+
+A call's row is created when it starts (or found again, when a carrier retries
+the same event) and closed when it ends; the timeline gets the finished call
+(direction, numbers, status, duration, recording) and its transcript, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from voicecrm.accounts.actor import Actor
+from voicecrm.crm import timeline
+from voicecrm.crm.models import CallRecord
+from voicecrm.errors import NotFound
+from voicecrm.storage import utcnow
+
+
+class TranscriptLine(timeline.EventData):
+    speaker: str
+    text: str
+    at: datetime
+
+
+class TranscriptEvent(timeline.EventData):
+    call_id: int
+    lines: list[TranscriptLine]
+
+
+class VoicemailEvent(timeline.EventData):
+    call_id: int | None
+    recording_url: str
+    duration_seconds: float
+    transcript: str | None = None
+
+
+class TaskCreated(timeline.EventData):
+    task_id: int
+    title: str
+    due_at: datetime
+    assignee_user_id: int | None
+
+
+timeline.register_kind("transcript", TranscriptEvent)
+timeline.register_kind("voicemail", VoicemailEvent)
+timeline.register_kind("task_created", TaskCreated)
+
+FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+
+
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    channel: str
+    external_id: str
+    direction: str
+    from_number: str
+    to_number: str
+    contact_id: int | None
+    scenario: str | None = None
+
+
+async def start_call(session: AsyncSession, actor: Actor, call: NewCall) -> CallRecord:
+    """The call's row, created once even when the carrier sends the same start twice."""
+    existing = await find_call(session, call.channel, call.external_id)
+    if existing is not None:
+        return existing
+    now = utcnow()
+    record = CallRecord(
+        team_id=actor.team_id,
+        contact_id=call.contact_id,
+        channel=call.channel,
+        external_id=call.external_id,
+        direction=call.direction,
+        from_number=call.from_number,
+        to_number=call.to_number,
+        status="in-progress",
+        scenario=call.scenario,
+        started_at=now,
+        updated_at=now,
+        state={},
+    )
+    session.add(record)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        found = await find_call(session, call.channel, call.external_id)
+        if found is None:
+            raise
+        return found
+    return record
+
+
+async def find_call(session: AsyncSession, channel: str, external_id: str) -> CallRecord | None:
+    return (
+        await session.scalars(
+            select(CallRecord).where(
+                CallRecord.channel == channel, CallRecord.external_id == external_id
+            )
+        )
+    ).first()
+
+
+async def get_call(session: AsyncSession, actor: Actor, call_id: int) -> CallRecord:
+    record = await session.get(CallRecord, call_id)
+    if record is None or record.team_id != actor.team_id:
+        raise NotFound(f"call {call_id} does not exist")
+    return record
+
+
+async def save_state(
+    session: AsyncSession, actor: Actor, call_id: int, state: dict[str, Any]
+) -> None:
+    record = await get_call(session, actor, call_id)
+    record.state = state
+    record.updated_at = utcnow()
+
+
+async def finish_call(
+    session: AsyncSession,
+    actor: Actor,
+    call_id: int,
+    *,
+    status: str,
+    transcript: list[TranscriptLine] | None = None,
+    recording_url: str | None = None,
+) -> CallRecord:
+    """Close the call and put it on the contact's timeline; a second finish changes nothing."""
+    record = await get_call(session, actor, call_id)
+    if record.ended_at is not None:
+        return record
+    now = utcnow()
+    record.status = status
+    record.ended_at = now
+    record.duration_seconds = max(0, int((now - record.started_at).total_seconds()))
+    record.recording_url = recording_url or record.recording_url
+    record.updated_at = now
+    if record.contact_id is not None:
+        await timeline.append(
+            session,
+            actor,
+            record.contact_id,
+            "call",
+            timeline.CallEvent(
+                call_id=str(record.id),
+                direction=record.direction,
+                from_number=record.from_number,
+                to_number=record.to_number,
+                status=status,
+                duration_seconds=record.duration_seconds,
+                recording_url=record.recording_url,
+            ),
+        )
+        if transcript:
+            await timeline.append(
+                session,
+                actor,
+                record.contact_id,
+                "transcript",
+                TranscriptEvent(call_id=record.id, lines=transcript),
+            )
+    return record

@@ -1,0 +1,1 @@
+"""Adapters to general outside services (webhooks) that the scenario ports need."""

@@ -1,0 +1,187 @@
+"""The agent step: the AI receptionist's conversation loop.
+
+Each turn listens to the caller, streams the model's reply and speaks it
+sentence by sentence as it arrives (the caller hears the first words before
+the whole answer exists), runs the tools the model asks for and feeds their
+results back, until the model ends the call, transfers it, or the turn limit
+is reached. The conversation lives in the call state, so a suspended call
+resumes mid-conversation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from voicecrm.calls.interface import InputKind
+from voicecrm.scenarios import models as m
+from voicecrm.scenarios.agent_tools import run_tool, tool_specs
+from voicecrm.scenarios.engine import END, NEXT, Engine
+from voicecrm.scenarios.ports import Completion, LanguageModelUnavailable, ProviderError, TextDelta
+
+LISTEN_SECONDS = 8.0
+SILENCES_BEFORE_GOODBYE = 2
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def system_prompt(instructions: str, contact: dict[str, Any], scenario: m.Scenario) -> str:
+    lines = [instructions.strip(), "", "# The caller (from the CRM)"]
+    if contact.get("known"):
+        lines.append(f"Name: {contact['name']}")
+    else:
+        lines.append("Unknown caller: ask for their name if it matters.")
+    for key in ("company", "stage", "status"):
+        if contact.get(key):
+            lines.append(f"{key.capitalize()}: {contact[key]}")
+    if contact.get("tags"):
+        lines.append("Tags: " + ", ".join(contact["tags"]))
+    recent = [
+        e
+        for e in contact.get("recent", [])
+        if e["kind"] in ("note_added", "call", "stage_changed", "task_created")
+    ]
+    if recent:
+        lines.append("Recent history, newest first:")
+        for event in recent[:5]:
+            summary = (
+                event["data"].get("content")
+                or event["data"].get("title")
+                or event["data"].get("to_stage")
+                or event["data"].get("status")
+                or ""
+            )
+            lines.append(f"- {event['at'][:10]} {event['kind']}: {summary}"[:200])
+    if scenario.business.name:
+        lines += ["", f"# The business: {scenario.business.name}"]
+    lines += [
+        "",
+        "You are on a phone call: answer in one to three short spoken sentences, "
+        "no lists or markdown.",
+    ]
+    return "\n".join(lines)
+
+
+async def _speak_stream(engine: Engine, args: m.AgentArgs) -> Completion:
+    """Stream one model response, speaking each finished sentence at once."""
+    assert engine.llm is not None
+    settings = engine.scenario.settings.llm
+    pending = ""
+    completion: Completion | None = None
+    began = time.perf_counter()
+    waited = 0.0
+    stream = engine.llm.stream(
+        messages=engine.state.agent_messages,
+        tools=tool_specs(engine.scenario, args),
+        model=args.model or settings.model,
+        temperature=args.temperature if args.temperature is not None else settings.temperature,
+        timeout=settings.timeout_seconds,
+    )
+    async for event in _timed(stream, engine):
+        if isinstance(event, TextDelta):
+            pending += event.text
+            *sentences, pending = _SENTENCE_END.split(pending)
+            for sentence in sentences:
+                await engine.say(sentence.strip())
+        else:
+            completion = event
+    waited = engine.llm_seconds_last
+    engine.agent_overhead.append(time.perf_counter() - began - waited)
+    if pending.strip():
+        await engine.say(pending.strip())
+    if completion is None:
+        raise ProviderError("the language model's answer ended without a completion")
+    return completion
+
+
+async def _timed(stream: Any, engine: Engine) -> Any:
+    """Pass events through, counting the time spent waiting on the model."""
+    engine.llm_seconds_last = 0.0
+    iterator = stream.__aiter__()
+    while True:
+        began = time.perf_counter()
+        try:
+            event = await iterator.__anext__()
+        except StopAsyncIteration:
+            engine.llm_seconds_last += time.perf_counter() - began
+            return
+        engine.llm_seconds_last += time.perf_counter() - began
+        yield event
+
+
+def _assistant_message(completion: Completion) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": completion.text or None}
+    if completion.tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in completion.tool_calls
+        ]
+    return message
+
+
+async def agent(engine: Engine, name: str, step: m.AgentStep) -> str:
+    args = step.agent
+    if engine.llm is None:
+        raise LanguageModelUnavailable(
+            "this agent step needs a language model; configure an OpenAI-compatible server "
+            "(VOICECRM_LLM_BASE_URL and VOICECRM_LLM_API_KEY)"
+        )
+    state = engine.state
+    limits = engine.scenario.settings.limits
+    max_turns = args.max_turns or limits.max_agent_turns
+    if not state.agent_messages:
+        contact = await engine.contact()
+        instructions = await engine.render_now(args.instructions)
+        state.agent_messages.append(
+            {"role": "system", "content": system_prompt(instructions, contact, engine.scenario)}
+        )
+        if args.greeting:
+            greeting = await engine.render_now(args.greeting)
+            state.agent_messages.append({"role": "assistant", "content": greeting})
+            await engine.say(greeting)
+    silences = int(state.variables.get("_agent_silences", 0))
+    while state.agent_turns < max_turns:
+        answer = engine.take_pending_input()
+        if answer is None:
+            answer = await engine.call.gather(
+                prompt=None,
+                inputs=frozenset({InputKind.SPEECH, InputKind.DTMF}),
+                input_timeout=LISTEN_SECONDS,
+                language=engine.scenario.settings.language,
+            )
+        if answer.empty:
+            silences += 1
+            state.variables["_agent_silences"] = silences
+            if silences > SILENCES_BEFORE_GOODBYE:
+                await engine.say("I can't hear you, so I'll end the call now. Goodbye.")
+                state.outcome = "caller_silent"
+                await engine.call.hangup("caller_silent")
+                return END
+            await engine.say("Are you still there?")
+            continue
+        silences = 0
+        state.variables["_agent_silences"] = 0
+        engine.heard(answer.text)
+        state.agent_messages.append({"role": "user", "content": answer.text})
+        state.agent_turns += 1
+        for _round in range(limits.max_tool_calls_per_turn + 1):
+            completion = await _speak_stream(engine, args)
+            state.agent_messages.append(_assistant_message(completion))
+            if not completion.tool_calls:
+                break
+            ends = False
+            for index, call in enumerate(completion.tool_calls):
+                if index >= limits.max_tool_calls_per_turn:
+                    result: dict[str, Any] = {"error": "too many tool calls in one turn"}
+                else:
+                    outcome = await run_tool(engine, args, call)
+                    result, ends = outcome.result, ends or outcome.ends_call
+                state.agent_messages.append(
+                    {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
+                )
+            if ends:
+                if state.outcome != "transferred":
+                    await engine.call.hangup(state.outcome or "completed")
+                return END
+    return NEXT
