@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from voicecrm.errors import ConfigurationError
 
@@ -51,7 +51,17 @@ class Settings(BaseModel):
         512 * 1_048_576, ge=1024, description="Largest CSV upload the import endpoint accepts."
     )
     log_level: str = Field("INFO", description="Python logging level.")
-
+    scenarios_dir: str = Field(
+        "scenarios", description="Folder of scenario YAML files the service and simulator load."
+    )
+    llm_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible API base URL with its /v1 prefix (OpenAI, Ollama, vLLM);"
+        " unset with no key: agent steps explain that no model is configured.",
+    )
+    llm_api_key: SecretStr | None = Field(
+        None, description="API key for that server (alone: OpenAI itself). Never logged."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -64,7 +64,6 @@ class Engine:
         self.state = CallState(scenario=scenario.name, step=scenario.first_step)
         self.step_seconds: list[float] = []  # engine time per step, for the benchmark
         self.agent_overhead: list[float] = []  # agent turn time minus model time
-        self.llm_seconds_last = 0.0
 
     # ------------------------------------------------------------- lifecycle
     def new_state(self, *, call_id: int | None = None, contact_id: int | None = None) -> CallState:

@@ -9,7 +9,7 @@ plug in real local servers behind the same interfaces.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,10 +73,12 @@ class LanguageModel(Protocol):
         model: str,
         temperature: float,
         timeout: float,
-    ) -> AsyncIterator[ModelEvent]:
+    ) -> AsyncGenerator[ModelEvent, None]:
         """Stream one response: `TextDelta`s, then exactly one `Completion` last.
 
-        Raises `ProviderError` (from the underlying client's errors) on failure.
+        Raises `ProviderError` (from the underlying client's errors) on failure. A
+        generator, so that a consumer who stops early (the caller barged in) can
+        close it, and with it the HTTP response: consume it in `contextlib.aclosing`.
         """
         ...
 

@@ -10,6 +10,7 @@ resumes mid-conversation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -64,7 +65,11 @@ def system_prompt(instructions: str, contact: dict[str, Any], scenario: m.Scenar
 
 
 async def _speak_stream(engine: Engine, args: m.AgentArgs) -> Completion:
-    """Stream one model response, speaking each finished sentence at once."""
+    """Stream one model response, speaking each finished sentence at once.
+
+    Also records the turn's engine overhead: its time minus the time spent
+    waiting for the model, which is what the benchmark reports per agent turn.
+    """
     assert engine.llm is not None
     settings = engine.scenario.settings.llm
     pending = ""
@@ -78,36 +83,28 @@ async def _speak_stream(engine: Engine, args: m.AgentArgs) -> Completion:
         temperature=args.temperature if args.temperature is not None else settings.temperature,
         timeout=settings.timeout_seconds,
     )
-    async for event in _timed(stream, engine):
-        if isinstance(event, TextDelta):
-            pending += event.text
-            *sentences, pending = _SENTENCE_END.split(pending)
-            for sentence in sentences:
-                await engine.say(sentence.strip())
-        else:
-            completion = event
-    waited = engine.llm_seconds_last
-    engine.agent_overhead.append(time.perf_counter() - began - waited)
+    async with contextlib.aclosing(stream):
+        while True:
+            asked = time.perf_counter()
+            try:
+                event = await anext(stream)
+            except StopAsyncIteration:
+                break
+            finally:
+                waited += time.perf_counter() - asked
+            if isinstance(event, TextDelta):
+                pending += event.text
+                *sentences, pending = _SENTENCE_END.split(pending)
+                for sentence in sentences:
+                    await engine.say(sentence.strip())
+            else:
+                completion = event
     if pending.strip():
         await engine.say(pending.strip())
+    engine.agent_overhead.append(time.perf_counter() - began - waited)
     if completion is None:
         raise ProviderError("the language model's answer ended without a completion")
     return completion
-
-
-async def _timed(stream: Any, engine: Engine) -> Any:
-    """Pass events through, counting the time spent waiting on the model."""
-    engine.llm_seconds_last = 0.0
-    iterator = stream.__aiter__()
-    while True:
-        began = time.perf_counter()
-        try:
-            event = await iterator.__anext__()
-        except StopAsyncIteration:
-            engine.llm_seconds_last += time.perf_counter() - began
-            return
-        engine.llm_seconds_last += time.perf_counter() - began
-        yield event
 
 
 def _assistant_message(completion: Completion) -> dict[str, Any]:

@@ -1,0 +1,158 @@
+"""`voicecrm simulate`: a call in the terminal against the real database.
+
+The caller types (or a `--script` file speaks for them): text is speech,
+`#12` are key presses, an empty line is silence, `!hangup` hangs up, and
+`!transfer no_answer` decides how the next transfer ends. The receptionist's
+words are printed, and at the end the contact's timeline is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from voicecrm.accounts import service as accounts
+from voicecrm.accounts.actor import Actor
+from voicecrm.agent.factory import language_model_from_settings
+from voicecrm.app import bootstrap
+from voicecrm.calls.interface import CallInfo, Direction
+from voicecrm.config import Settings
+from voicecrm.crm import timeline
+from voicecrm.errors import VoiceCRMError
+from voicecrm.integrations.http_client import AiohttpClient
+from voicecrm.scenarios.library import ScenarioLibrary
+from voicecrm.scenarios.models import Scenario
+from voicecrm.scenarios.runner import run_call
+from voicecrm.storage import Database
+from voicecrm.storage.migrate import upgrade
+from voicecrm.telephony.simulator.call import (
+    CallerInput,
+    KeyboardCaller,
+    ScriptedCaller,
+    SimulatedCall,
+)
+
+
+def _describe(kind: str, data: dict[str, Any]) -> str:
+    if kind in ("note_added", "note_edited"):
+        return f"[{data['type']}] {data['content']}"
+    if kind == "call":
+        return (
+            f"{data['direction']} {data['from_number']} -> {data['to_number']}, "
+            f"{data['status']}, {data.get('duration_seconds') or 0} s"
+        )
+    if kind == "transcript":
+        return f"{len(data['lines'])} lines"
+    if kind == "stage_changed":
+        return f"{data.get('from_stage') or '-'} -> {data.get('to_stage') or '-'}"
+    if kind == "tags_changed":
+        return " ".join(
+            [f"+{t}" for t in data.get("added", [])] + [f"-{t}" for t in data.get("removed", [])]
+        )
+    if kind == "task_created":
+        return str(data["title"])
+    if kind == "voicemail":
+        return f"{data['duration_seconds']} s: {data.get('transcript') or ''}"
+    return ", ".join(f"{k}={v}" for k, v in data.items() if not isinstance(v, list | dict))
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Read the files first, then run the call: no blocking file reads inside the loop."""
+    folder = Path(args.scenarios or settings.scenarios_dir)
+    library = ScenarioLibrary.load([folder])
+    scenario = library.get(args.scenario) if args.scenario else library.for_number(args.to)
+    caller: CallerInput
+    if args.script:
+        try:
+            caller = ScriptedCaller(Path(args.script).read_text(encoding="utf-8").splitlines())
+        except OSError as err:
+            raise VoiceCRMError(f"cannot read the script {args.script}: {err.strerror}") from err
+    else:
+        caller = KeyboardCaller()
+    return asyncio.run(_simulate(args, settings, scenario, caller))
+
+
+async def _simulate(
+    args: argparse.Namespace, settings: Settings, scenario: Scenario, caller: CallerInput
+) -> int:
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    llm = language_model_from_settings(settings.llm_base_url, key)
+    database = Database(settings.database_url)
+    try:
+        await upgrade(database)
+        first = await bootstrap(database, settings)
+        if first is not None:
+            print(
+                f"[first use of this database: created the team and admin {first.admin_email};"
+                f" API token, shown once: {first.token}]"
+            )
+        async with database.transaction(read_only=True) as session:
+            team = await accounts.first_team(session)
+            assert team is not None
+            actor = Actor.system(accounts.team_settings(team))
+        info = CallInfo(
+            call_id=f"sim-{uuid.uuid4().hex[:12]}",
+            direction=Direction.INBOUND,
+            from_number=args.from_number,
+            to_number=args.to,
+            caller_name=args.caller_name,
+            channel="simulator",
+        )
+        print(
+            f"[simulated call {info.from_number} -> {info.to_number}, scenario "
+            f"{scenario.name}{'' if llm else '; no language model configured'}]"
+        )
+        call = SimulatedCall(info, caller, output=sys.stdout)
+        async with aiohttp.ClientSession() as http_session:
+            result = await run_call(
+                database,
+                actor,
+                scenario,
+                call,
+                channel="simulator",
+                llm=llm,
+                http=AiohttpClient(http_session),
+            )
+        async with database.transaction(read_only=True) as session:
+            page = await timeline.page(session, result.contact_id, limit=args.timeline)
+        print(
+            f"\n[outcome: {result.state.outcome}; contact {result.contact_id}'s timeline, "
+            "newest first]"
+        )
+        for event in page.events:
+            print(
+                f"  {event.occurred_at:%Y-%m-%d %H:%M:%S}  {event.kind:<16} "
+                f"{_describe(event.kind, event.data)}"
+            )
+    finally:
+        if llm is not None:
+            with contextlib.suppress(Exception):
+                await llm.aclose()
+        await database.close()
+    return 0
+
+
+def register(sub: Any) -> None:
+    simulate = sub.add_parser("simulate", help="a call in the terminal through a scenario")
+    simulate.add_argument(
+        "scenario", nargs="?", help="scenario name (default: the one answering --to)"
+    )
+    simulate.add_argument(
+        "--from",
+        dest="from_number",
+        default="+14155550123",
+        help="the caller's number (default +14155550123)",
+    )
+    simulate.add_argument("--to", default="+10000000000", help="the dialled number")
+    simulate.add_argument("--caller-name", help="caller-ID name")
+    simulate.add_argument("--script", help="file with the caller's lines (else: the keyboard)")
+    simulate.add_argument("--scenarios", help="scenario folder (VOICECRM_SCENARIOS_DIR)")
+    simulate.add_argument("--timeline", type=int, default=20, help="events to show at the end")
+    simulate.set_defaults(sync_func=cmd_simulate)
