@@ -50,21 +50,34 @@ async def llm(openai_server: FakeOpenAI) -> AsyncIterator[OpenAILanguageModel]:
 
 
 async def test_the_agent_writes_a_note_with_a_tool_and_ends_the_call(
-        simulate: Simulate, database: Database, openai_server: FakeOpenAI,
-        llm: OpenAILanguageModel) -> None:
+    simulate: Simulate, database: Database, openai_server: FakeOpenAI, llm: OpenAILanguageModel
+) -> None:
     openai_server.script += [
-        Reply(text="I'm sorry to hear that. Let me note it down.",
-              tool_calls=[("create_crm_note", json.dumps(
-                  {"content": "Leaking pipe in the kitchen", "type": "warning"})),
-                          ("update_contact", json.dumps({"name": "Jane Roe"}))]),
-        Reply(text="Done. A plumber will call you today. Goodbye!",
-              tool_calls=[("end_call", "{}")]),
+        Reply(
+            text="I'm sorry to hear that. Let me note it down.",
+            tool_calls=[
+                (
+                    "create_crm_note",
+                    json.dumps({"content": "Leaking pipe in the kitchen", "type": "warning"}),
+                ),
+                ("update_contact", json.dumps({"name": "Jane Roe"})),
+            ],
+        ),
+        Reply(
+            text="Done. A plumber will call you today. Goodbye!", tool_calls=[("end_call", "{}")]
+        ),
     ]
-    sim = await simulate(RECEPTIONIST, ["Hi, I'm Jane Roe and my kitchen pipe is leaking."],
-                         llm=llm)
+    sim = await simulate(
+        RECEPTIONIST, ["Hi, I'm Jane Roe and my kitchen pipe is leaking."], llm=llm
+    )
     assert sim.call.spoken == [
-        "Acme Plumbing, how can I help?", "I'm sorry to hear that.", "Let me note it down.",
-        "Done.", "A plumber will call you today.", "Goodbye!"]
+        "Acme Plumbing, how can I help?",
+        "I'm sorry to hear that.",
+        "Let me note it down.",
+        "Done.",
+        "A plumber will call you today.",
+        "Goodbye!",
+    ]
     assert sim.run.state.outcome == "completed"
     async with database.transaction(read_only=True) as session:
         note = (await session.scalars(select(Note))).one()
@@ -77,8 +90,10 @@ async def test_the_agent_writes_a_note_with_a_tool_and_ends_the_call(
     first, second = openai_server.requests
     assert first["messages"][0]["role"] == "system"
     assert "You work for Acme Plumbing." in first["messages"][0]["content"]
-    assert first["messages"][-1] == {"role": "user", "content":
-                                     "Hi, I'm Jane Roe and my kitchen pipe is leaking."}
+    assert first["messages"][-1] == {
+        "role": "user",
+        "content": "Hi, I'm Jane Roe and my kitchen pipe is leaking.",
+    }
     offered = {tool["function"]["name"] for tool in first["tools"]}
     assert {"create_crm_note", "transfer_call", "end_call", "lookup_business_info"} <= offered
     tool_results = [m for m in second["messages"] if m["role"] == "tool"]
@@ -86,8 +101,8 @@ async def test_the_agent_writes_a_note_with_a_tool_and_ends_the_call(
 
 
 async def test_bad_tool_arguments_go_back_to_the_model_which_corrects_itself(
-        simulate: Simulate, database: Database, openai_server: FakeOpenAI,
-        llm: OpenAILanguageModel) -> None:
+    simulate: Simulate, database: Database, openai_server: FakeOpenAI, llm: OpenAILanguageModel
+) -> None:
     openai_server.script += [
         Reply(tool_calls=[("create_crm_note", '{"content": "x", "type": "urgent"}')]),
         Reply(tool_calls=[("create_crm_note", '{"content": "Wants a quote", "type": "info"}')]),
@@ -102,25 +117,30 @@ async def test_bad_tool_arguments_go_back_to_the_model_which_corrects_itself(
 
 
 async def test_a_failing_model_hands_the_call_to_the_error_path(
-        simulate: Simulate, openai_server: FakeOpenAI, llm: OpenAILanguageModel) -> None:
+    simulate: Simulate, openai_server: FakeOpenAI, llm: OpenAILanguageModel
+) -> None:
     openai_server.script.append(Reply.http_error(500, "The server had an error"))
     sim = await simulate(RECEPTIONIST, ["Hello?"], llm=llm)
     assert sim.call.spoken == ["Acme Plumbing, how can I help?", "Our assistant is unavailable."]
 
 
 async def test_a_stream_cut_mid_answer_is_a_failure_not_silence(
-        simulate: Simulate, openai_server: FakeOpenAI, llm: OpenAILanguageModel) -> None:
+    simulate: Simulate, openai_server: FakeOpenAI, llm: OpenAILanguageModel
+) -> None:
     openai_server.script.append(Reply(text="Our opening hours are", stop_after=3, abort=True))
     sim = await simulate(RECEPTIONIST, ["When are you open?"], llm=llm)
     assert sim.call.spoken[-1] == "Our assistant is unavailable."
 
 
 async def test_business_facts_and_transfers_work_through_tools(
-        simulate: Simulate, openai_server: FakeOpenAI, llm: OpenAILanguageModel) -> None:
+    simulate: Simulate, openai_server: FakeOpenAI, llm: OpenAILanguageModel
+) -> None:
     openai_server.script += [
         Reply(tool_calls=[("lookup_business_info", '{"topic": "hours"}')]),
-        Reply(text="We're open 8 to 6. Connecting you to the office.",
-              tool_calls=[("transfer_call", '{"target": "office"}')]),
+        Reply(
+            text="We're open 8 to 6. Connecting you to the office.",
+            tool_calls=[("transfer_call", '{"target": "office"}')],
+        ),
     ]
     sim = await simulate(RECEPTIONIST, ["When are you open? Can I talk to someone?"], llm=llm)
     looked_up = json.loads(openai_server.requests[1]["messages"][-1]["content"])
@@ -130,16 +150,18 @@ async def test_business_facts_and_transfers_work_through_tools(
 
 
 async def test_a_callback_task_and_a_tag_come_from_tools(
-        simulate: Simulate, database: Database, openai_server: FakeOpenAI,
-        llm: OpenAILanguageModel) -> None:
+    simulate: Simulate, database: Database, openai_server: FakeOpenAI, llm: OpenAILanguageModel
+) -> None:
     openai_server.script += [
-        Reply(tool_calls=[("create_task", '{"title": "Call back about the boiler", '
-                                          '"due_in_minutes": 30}'),
-                          ("add_tag", '{"tag": "Wants-Quote"}')]),
+        Reply(
+            tool_calls=[
+                ("create_task", '{"title": "Call back about the boiler", "due_in_minutes": 30}'),
+                ("add_tag", '{"tag": "Wants-Quote"}'),
+            ]
+        ),
         Reply(text="Someone will call you back within the hour."),
     ]
-    sim = await simulate(RECEPTIONIST, ["Please call me back about my boiler.", "!hangup"],
-                         llm=llm)
+    sim = await simulate(RECEPTIONIST, ["Please call me back about my boiler.", "!hangup"], llm=llm)
     async with database.transaction(read_only=True) as session:
         task = (await session.scalars(select(Task))).one()
         page = await timeline.page(session, sim.run.contact_id, kinds=["tags_changed"])
