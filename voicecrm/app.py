@@ -7,9 +7,13 @@ module but the CLI and the tests; everything below receives what it needs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -17,8 +21,11 @@ from voicecrm.accounts import service as accounts
 from voicecrm.accounts.actor import Role
 from voicecrm.api.problems import problem_middleware
 from voicecrm.api.resources import all_routes
+from voicecrm.api.resources.scenarios import SCENARIOS
 from voicecrm.api.server import API_PREFIX, DATABASE, build_api
 from voicecrm.config import Settings
+from voicecrm.errors import ScenarioInvalid
+from voicecrm.scenarios.library import ScenarioRegistry
 from voicecrm.storage import Database
 from voicecrm.storage.migrate import upgrade
 
@@ -77,6 +84,30 @@ def build_app(
         finally:
             await database.close()
 
+    async def scenarios_ctx(app: web.Application) -> AsyncIterator[None]:
+        """Load the scenarios (refusing to start on any problem) and reload them on SIGHUP."""
+        registry = ScenarioRegistry([Path(settings.scenarios_dir)])
+        registry.reload()
+        app[SCENARIOS] = registry
+        log.info("scenarios: %s", ", ".join(sorted(registry.library.scenarios)) or "none")
+
+        def on_sighup() -> None:
+            try:
+                registry.reload()
+                log.info("scenarios reloaded: %s", ", ".join(sorted(registry.library.scenarios)))
+            except ScenarioInvalid as err:
+                log.error("scenarios not reloaded, the running ones stay:\n%s", err.detail)
+
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGHUP)
+
+    app.cleanup_ctx.append(scenarios_ctx)
     app.cleanup_ctx.append(database_ctx)
     app.add_subapp(API_PREFIX, build_api(all_routes(), max_body_bytes=settings.max_body_bytes))
 

@@ -117,3 +117,26 @@ def json_schema() -> dict[str, Any]:
 
 def json_schema_text() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
+
+
+class ScenarioRegistry:
+    """The service's current library, swapped whole on reload.
+
+    A call takes the `Scenario` object when it starts and keeps it, so a reload
+    never changes a call in progress; only calls that start afterwards see the
+    new files. A reload that finds any problem keeps the old library.
+    """
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.library = ScenarioLibrary()
+        self.loaded_at: float | None = None
+
+    def reload(self) -> ScenarioLibrary:
+        """Load the files again; raises `ScenarioInvalid` (old library kept) on problems."""
+        import time
+
+        existing = [p for p in self.paths if p.exists()]
+        self.library = ScenarioLibrary.load(existing) if existing else ScenarioLibrary()
+        self.loaded_at = time.time()
+        return self.library

@@ -7,6 +7,7 @@ from voicecrm.api.resources import (
     contacts,
     health,
     notes,
+    scenarios,
     stages,
     tags,
     team,
@@ -17,6 +18,6 @@ from voicecrm.api.routing import RouteTable
 
 def all_routes() -> RouteTable:
     table = RouteTable()
-    for module in (health, team, contacts, callers, notes, stages, tags, timeline):
+    for module in (health, team, contacts, callers, notes, stages, tags, timeline, scenarios):
         table.extend(module.ROUTES)
     return table
