@@ -8,18 +8,27 @@ scenario's error path.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from tests.fakes.openai_server import FakeOpenAI, Reply, openai_server
-from tests.scenarios.conftest import Simulate
+from tests.conftest import TeamWorld
+from tests.scenarios.conftest import Simulate, scenario_from
 from voicecrm.agent.openai_llm import OpenAILanguageModel
 from voicecrm.crm import timeline
+from voicecrm.calls.interface import CallInfo, Direction
 from voicecrm.crm.models import Contact, Note, Task
+from voicecrm.scenarios.crm_actions import ScenarioCRM
+from voicecrm.scenarios.engine import Engine
 from voicecrm.storage import Database
+from voicecrm.telephony.simulator.call import ScriptedCaller, SimulatedCall
+
 
 __all__ = ["openai_server"]
 
@@ -168,3 +177,34 @@ async def test_a_callback_task_and_a_tag_come_from_tools(
     assert task.title == "Call back about the boiler"
     assert page.events[0].data["added"] == ["wants-quote"]
     assert sim.run.state.outcome == "caller_hung_up"
+
+
+async def test_a_long_conversation_is_ended_at_the_duration_limit(
+    database: Database, world: TeamWorld, openai_server: FakeOpenAI, llm: OpenAILanguageModel
+) -> None:
+    scenario = scenario_from(
+        RECEPTIONIST.replace(
+            "business:", "settings: {limits: {max_duration_seconds: 100}}\nbusiness:"
+        )
+    )
+    ticks = itertools.count()
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+    def clock() -> datetime:  # every reading of the clock is a minute later
+        return start + timedelta(minutes=next(ticks))
+
+    openai_server.script += [Reply(text="Sure."), Reply(text="Of course."), Reply(text="Yes.")]
+    info = CallInfo(
+        call_id="long",
+        direction=Direction.INBOUND,
+        from_number="+14155550123",
+        to_number="+14155550100",
+    )
+    call = SimulatedCall(
+        info, ScriptedCaller(["one", "two", "three", "four"]), output=io.StringIO()
+    )
+    engine = Engine(scenario, call, ScenarioCRM(database, world.system), llm=llm, clock=clock)
+    state = await engine.run(engine.new_state())
+    assert state.outcome == "duration_limit"
+    assert call.spoken[-1] == "I'm sorry, we have to end the call here. Goodbye."
+    assert state.agent_turns < 4

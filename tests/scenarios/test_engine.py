@@ -343,3 +343,20 @@ async def test_the_caller_hanging_up_mid_flow_still_logs_the_call(
     )
     assert sim.run.state.outcome == "caller_hung_up"
     assert "call" in [kind for kind, _ in await events(database, sim.run.contact_id)]
+
+
+async def test_play_and_echo_reach_the_call(simulate: Simulate) -> None:
+    sim = await simulate("""
+        name: sounds
+        steps:
+          music:
+            play: "https://example.com/hold.wav"
+          test:
+            echo: {seconds: 3}
+    """)
+    assert "[plays https://example.com/hold.wav]" in sim.output
+    assert "[echo test: the caller hears themselves for 3 s]" in sim.output
+    assert [line["text"] for line in sim.run.state.transcript] == [
+        "[plays https://example.com/hold.wav]",
+        "[echo test, 3 s]",
+    ]

@@ -14,13 +14,17 @@ REFERENCE = Path(__file__).resolve().parents[2] / "scenarios" / "README.md"
 EXAMPLES = re.findall(r"```yaml\n(.*?)```", REFERENCE.read_text(), flags=re.S)
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[
-    re.search(r"name: (\S+)", e).group(1) for e in EXAMPLES])  # type: ignore[union-attr]
+@pytest.mark.parametrize(
+    "example", EXAMPLES, ids=[re.search(r"name: (\S+)", e).group(1) for e in EXAMPLES]
+)  # type: ignore[union-attr]
 def test_every_example_in_the_reference_is_valid(example: str) -> None:
     parse_scenario(example, str(REFERENCE))
 
 
 def test_the_reference_shows_every_step_kind() -> None:
-    shown = {kind for kind in STEP_TYPES
-             if any(re.search(rf"^\s+{kind}:", example, flags=re.M) for example in EXAMPLES)}
+    shown = {
+        kind
+        for kind in STEP_TYPES
+        if any(re.search(rf"^\s+{kind}:", example, flags=re.M) for example in EXAMPLES)
+    }
     assert shown == set(STEP_TYPES)

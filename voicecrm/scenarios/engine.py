@@ -97,7 +97,7 @@ class Engine:
                     return state
         try:
             while state.step is not None and state.outcome is None:
-                if self._over_limits():
+                if self.over_limits():
                     break
                 await self._run_step(state.step)
         except CallEnded:
@@ -111,7 +111,8 @@ class Engine:
                 await self.call.hangup("completed")
         return state
 
-    def _over_limits(self) -> bool:
+    def over_limits(self) -> bool:
+        """Whether the call hit max_steps or max_duration_seconds (and records which)."""
         limits = self.scenario.settings.limits
         if self.state.steps_run >= limits.max_steps:
             log.warning(

@@ -139,6 +139,11 @@ async def agent(engine: Engine, name: str, step: m.AgentStep) -> str:
             await engine.say(greeting)
     silences = int(state.variables.get("_agent_silences", 0))
     while state.agent_turns < max_turns:
+        if engine.over_limits():
+            await engine.say("I'm sorry, we have to end the call here. Goodbye.")
+            await engine.call.hangup(state.outcome or "duration_limit")
+            return END
+
         answer = engine.take_pending_input()
         if answer is None:
             answer = await engine.call.gather(
