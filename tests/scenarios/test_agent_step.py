@@ -17,18 +17,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from tests.fakes.openai_server import FakeOpenAI, Reply, openai_server
 from tests.conftest import TeamWorld
+from tests.fakes.openai_server import FakeOpenAI, Reply, openai_server
 from tests.scenarios.conftest import Simulate, scenario_from
 from voicecrm.agent.openai_llm import OpenAILanguageModel
-from voicecrm.crm import timeline
 from voicecrm.calls.interface import CallInfo, Direction
+from voicecrm.crm import timeline
 from voicecrm.crm.models import Contact, Note, Task
 from voicecrm.scenarios.crm_actions import ScenarioCRM
 from voicecrm.scenarios.engine import Engine
 from voicecrm.storage import Database
 from voicecrm.telephony.simulator.call import ScriptedCaller, SimulatedCall
-
 
 __all__ = ["openai_server"]
 
