@@ -12,7 +12,7 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,3 +142,28 @@ async def make_team(database: Database, name: str = "Acme", region: str = "US") 
 @pytest.fixture
 async def world(database: Database) -> TeamWorld:
     return await make_team(database)
+
+
+@pytest.fixture
+def until_blocked(database: Database) -> Callable[[], Awaitable[None]]:
+    """Returns once another transaction waits for a lock the test's open transaction holds.
+
+    For race tests that hold one transaction open and start another against it: on
+    PostgreSQL the second must be seen waiting before the first commits, or the test would
+    not be testing the race. On SQLite a second writer cannot begin while the first holds
+    the database, so there is nothing to wait for.
+    """
+
+    async def wait() -> None:
+        if database.dialect != "postgresql":
+            return
+        for _ in range(5000):
+            async with database.engine.connect() as connection:
+                waiting = await connection.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"))
+            if waiting:
+                return
+        raise AssertionError("no transaction ever waited for the lock the test holds")
+
+    return wait

@@ -15,7 +15,8 @@ from pydantic.json_schema import models_json_schema
 
 from voicecrm import __version__
 from voicecrm.api.problems import PROBLEM_JSON, Problem
-from voicecrm.api.routing import MAX_ID, Route, RouteTable
+from voicecrm.api.routing import Route, RouteTable
+from voicecrm.storage import MAX_ID
 
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
@@ -142,6 +143,23 @@ def openapi_document(table: RouteTable, *, server_prefix: str) -> dict[str, Any]
                 "content": {PROBLEM_JSON: {"schema": _ref("Problem")}},
             }
         paths.setdefault(path, {})[route.method.lower()] = op
+
+    # The document describes itself too, so that it lists every route the API serves.
+    paths["/openapi.json"] = {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This OpenAPI 3.1 document",
+            "tags": ["health"],
+            "parameters": [],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Success.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
 
     return {
         "openapi": "3.1.0",

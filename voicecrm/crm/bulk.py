@@ -23,6 +23,7 @@ from voicecrm.crm.models import Contact
 from voicecrm.crm.schemas import ContactStatus, TagName
 from voicecrm.crm.search import ContactFilter, matching_ids
 from voicecrm.errors import InvalidInput
+from voicecrm.storage import MAX_ID, utcnow
 
 MAX_EXPLICIT_IDS = 100_000
 BATCH = 500
@@ -32,7 +33,11 @@ class Selection(BaseModel):
     """Either `ids` or `filter` (an empty filter selects every visible contact)."""
 
     model_config = ConfigDict(extra="forbid")
-    ids: Annotated[list[int], Field(max_length=MAX_EXPLICIT_IDS)] | None = None
+    # Bounded like path ids: a number beyond a BIGINT would fail in the driver, not here.
+    ids: (
+        Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(max_length=MAX_EXPLICIT_IDS)]
+        | None
+    ) = None
     filter: ContactFilter | None = None
 
     @model_validator(mode="after")
@@ -109,7 +114,17 @@ async def run_bulk(session: AsyncSession, actor: Actor, request: BulkRequest) ->
         if request.action is BulkAction.DELETE:
             touched += await contacts_service.delete_contacts(session, actor, ids)
             continue
-        rows = list(await session.scalars(select(Contact).where(Contact.id.in_(ids))))
+        # Locked in id order (as a merge locks), so a contact merged away meanwhile is
+        # skipped instead of failing a foreign key, and concurrent edits are not lost.
+        rows = list(
+            await session.scalars(
+                select(Contact)
+                .where(Contact.id.in_(ids))
+                .order_by(Contact.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        )
         for contact in rows:
             touched += await _apply(session, actor, request, contact)
         await session.flush()
@@ -139,6 +154,7 @@ async def _apply(
             if contact.responsible_user_id == request.user_id:
                 return 0
             contact.responsible_user_id = request.user_id
+            contact.updated_at = utcnow()
             await timeline.append(
                 session,
                 actor,

@@ -40,7 +40,7 @@ from voicecrm.crm.schemas import (
     PhoneOut,
 )
 from voicecrm.errors import DuplicatePhone, InvalidInput, NotFound
-from voicecrm.storage import utcnow
+from voicecrm.storage import MAX_ID, utcnow
 
 
 def visible_to(actor: Actor) -> ColumnElement[bool]:
@@ -78,14 +78,30 @@ async def visible_ids(session: AsyncSession, actor: Actor, ids: Iterable[int]) -
 
 # ----------------------------------------------------------------- checks of linked rows
 async def check_stage(session: AsyncSession, actor: Actor, stage_id: int) -> Stage:
-    stage = await session.get(Stage, stage_id)
+    """The team's stage, share-locked until the transaction ends.
+
+    A removal of the stage (which locks it for update) then either waits for this
+    transaction, and sees the contact it put on the stage, or has finished, and this
+    finds the stage gone: never a contact silently unstaged, nor a foreign-key failure.
+    Take it before locking a contact; a removal locks its stage, then its contacts.
+    """
+    stage = None
+    if 0 < stage_id <= MAX_ID:  # beyond a BIGINT the driver itself would fail: a 500
+        stage = (
+            await session.scalars(
+                select(Stage)
+                .where(Stage.id == stage_id)
+                .with_for_update(read=True)
+                .execution_options(populate_existing=True)
+            )
+        ).first()
     if stage is None or stage.team_id != actor.team_id:
         raise InvalidInput(f"stage {stage_id} does not exist", field="stage_id")
     return stage
 
 
 async def check_user(session: AsyncSession, actor: Actor, user_id: int) -> None:
-    user = await session.get(User, user_id)
+    user = await session.get(User, user_id) if 0 < user_id <= MAX_ID else None
     if user is None or user.team_id != actor.team_id:
         raise InvalidInput(f"user {user_id} does not exist", field="responsible_user_id")
 
@@ -344,6 +360,8 @@ async def update_contact(
     session: AsyncSession, actor: Actor, contact_id: int, data: Any
 ) -> Contact:
     """Apply a `ContactUpdate`: only the fields it sets change."""
+    if data.stage_id is not None and not data.clear_stage:
+        await check_stage(session, actor, data.stage_id)  # the stage's lock before the contact's
     contact = await get_contact(session, actor, contact_id, for_update=True)
     changed: list[str] = []
     given = data.model_fields_set

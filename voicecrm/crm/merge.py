@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicecrm.accounts.actor import Actor
 from voicecrm.crm import timeline
-from voicecrm.crm.contacts import get_contact
+from voicecrm.crm.contacts import change_stage, visible_to
 from voicecrm.crm.models import (
     Contact,
     ContactEmail,
@@ -25,10 +25,10 @@ from voicecrm.crm.models import (
     Note,
     TimelineEvent,
 )
-from voicecrm.errors import InvalidInput
+from voicecrm.errors import InvalidInput, NotFound
 from voicecrm.storage import utcnow
 
-_FILLABLE = ("company", "caller_id_name", "carrier", "responsible_user_id", "stage_id")
+_FILLABLE = ("company", "caller_id_name", "carrier", "responsible_user_id")
 _SNAPSHOT = (
     "name",
     "company",
@@ -52,6 +52,31 @@ def _snapshot(contact: Contact) -> dict[str, Any]:
     return data
 
 
+async def _lock(
+    session: AsyncSession, actor: Actor, survivor_id: int, others_ids: list[int]
+) -> tuple[Contact, list[Contact]]:
+    """Every contact of the merge, row-locked in one statement in id order.
+
+    Locking one by one, survivor first, let two opposite merges (A into B, B into A)
+    each hold one row and wait for the other: a deadlock on PostgreSQL. In id order the
+    second merge waits for the first, then finds its merged contact gone: `NotFound`.
+    """
+    wanted = [survivor_id, *others_ids]
+    found = {
+        contact.id: contact
+        for contact in await session.scalars(
+            select(Contact)
+            .where(Contact.id.in_(wanted), visible_to(actor))
+            .order_by(Contact.id)
+            .with_for_update()
+        )
+    }
+    for contact_id in wanted:
+        if contact_id not in found:
+            raise NotFound(f"contact {contact_id} does not exist")
+    return found[survivor_id], [found[cid] for cid in others_ids]
+
+
 async def merge_contacts(
     session: AsyncSession, actor: Actor, survivor_id: int, merged_ids: Sequence[int]
 ) -> Contact:
@@ -62,13 +87,15 @@ async def merge_contacts(
         )
     if len(others_ids) > 100:
         raise InvalidInput("merge at most 100 contacts at once", field="merged_ids")
-    survivor = await get_contact(session, actor, survivor_id, for_update=True)
-    others = [await get_contact(session, actor, cid, for_update=True) for cid in others_ids]
+    survivor, others = await _lock(session, actor, survivor_id, others_ids)
 
     for other in others:
         for field in _FILLABLE:
             if getattr(survivor, field) is None and getattr(other, field) is not None:
                 setattr(survivor, field, getattr(other, field))
+        if survivor.stage_id is None and other.stage_id is not None:
+            # A stage change, like any other, belongs on the survivor's timeline.
+            await change_stage(session, actor, survivor, other.stage_id, reason="merged")
         survivor.custom_fields = {**(other.custom_fields or {}), **(survivor.custom_fields or {})}
         survivor.rating = max(survivor.rating, other.rating)
         survivor.blocked = survivor.blocked or other.blocked

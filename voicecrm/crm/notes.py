@@ -28,7 +28,9 @@ def note_out(note: Note) -> NoteOut:
 
 
 async def add_note(session: AsyncSession, actor: Actor, contact_id: int, data: NoteIn) -> Note:
-    contact = await get_contact(session, actor, contact_id)
+    # Locked, so that a merge deleting this contact meanwhile makes this a NotFound rather
+    # than a foreign-key failure at INSERT (PostgreSQL; SQLite serialises writers anyway).
+    contact = await get_contact(session, actor, contact_id, for_update=True)
     now = utcnow()
     note = Note(
         team_id=actor.team_id,
@@ -73,8 +75,37 @@ async def get_note(session: AsyncSession, actor: Actor, note_id: int) -> Note:
     return note
 
 
+async def _note_to_change(session: AsyncSession, actor: Actor, note_id: int) -> Note:
+    """The note, with its contact's row locked, following the note if a merge moves it.
+
+    The contact is locked before the note, in the order a merge takes them, so the two
+    cannot deadlock. A merge committed while we waited for the lock has moved the note to
+    the survivor: look again where it is now, rather than refuse an edit of a note that
+    still exists.
+    """
+    locked: int | None = None
+    while True:
+        current = await session.scalar(
+            select(Note.contact_id).where(Note.id == note_id, Note.team_id == actor.team_id)
+        )
+        if current is None or current == locked:
+            raise NotFound(f"note {note_id} does not exist")
+        locked = current
+        try:
+            await get_contact(session, actor, current, for_update=True)
+        except NotFound:
+            continue  # merged away meanwhile (the note moved), or not visible (it did not)
+        note = (
+            await session.scalars(
+                select(Note).where(Note.id == note_id).execution_options(populate_existing=True)
+            )
+        ).first()
+        if note is not None and note.contact_id == current:
+            return note
+
+
 async def edit_note(session: AsyncSession, actor: Actor, note_id: int, data: NoteUpdate) -> Note:
-    note = await get_note(session, actor, note_id)
+    note = await _note_to_change(session, actor, note_id)
     if data.content is not None:
         note.content = data.content
     if data.type is not None:
@@ -93,7 +124,7 @@ async def edit_note(session: AsyncSession, actor: Actor, note_id: int, data: Not
 
 
 async def delete_note(session: AsyncSession, actor: Actor, note_id: int) -> None:
-    note = await get_note(session, actor, note_id)
+    note = await _note_to_change(session, actor, note_id)
     await session.delete(note)
     await timeline.append(
         session, actor, note.contact_id, "note_deleted", timeline.NoteDeleted(note_id=note_id)

@@ -27,6 +27,7 @@ from voicecrm.crm.models import Contact, ContactEmail, ContactPhone, ContactTag
 from voicecrm.crm.phones import phone_search_key
 from voicecrm.crm.schemas import ContactStatus, ContactType
 from voicecrm.errors import InvalidInput
+from voicecrm.storage import MAX_ID
 
 SortKey = Literal["name", "-name", "created_at", "-created_at", "updated_at", "-updated_at"]
 
@@ -46,10 +47,10 @@ class ContactFilter(BaseModel):
     phone: str | None = Field(None, max_length=64, description="A phone number in any format.")
     email: str | None = Field(None, max_length=320)
     tag: str | None = Field(None, max_length=100)
-    stage_id: int | None = None
+    stage_id: int | None = Field(None, ge=1, le=MAX_ID)
     status: ContactStatus | None = None
     type: ContactType | None = None
-    responsible_user_id: int | None = None
+    responsible_user_id: int | None = Field(None, ge=1, le=MAX_ID)
     source: str | None = Field(None, max_length=100)
     blocked: bool | None = None
 
@@ -130,23 +131,39 @@ def matching_ids(actor: Actor, flt: ContactFilter) -> Select[int]:
 
 
 # ----------------------------------------------------------------- cursors
+# The longest cursor: a 200-character name of 4-byte characters in UTF-8 JSON, in base64.
+MAX_CURSOR_LENGTH = 1500
+
+
 def _encode_cursor(sort: str, value: Any, contact_id: int) -> str:
+    """UTF-8 JSON in URL-safe base64. Not ASCII-escaped JSON: `\\uXXXX` escapes made the
+    cursor of a long non-Latin name three times longer than the list would take back."""
     if isinstance(value, datetime):
         value = value.isoformat()
-    raw = json.dumps([sort, value, contact_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    text = json.dumps([sort, value, contact_id], separators=(",", ":"), ensure_ascii=False)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
+    """The (sort value, id) a cursor stands for, checked as closely as a query parameter.
+
+    A cursor is client input like any other: an id beyond a BIGINT, a NUL or a lone
+    surrogate in a name, or a timestamp without a zone would otherwise reach the driver
+    and fail there as a server error rather than as this refusal.
+    """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         cursor_sort, value, contact_id = json.loads(raw)
-        if cursor_sort != sort or not isinstance(contact_id, int):
+        if cursor_sort != sort or type(contact_id) is not int or not 0 < contact_id <= MAX_ID:
             raise ValueError
         if sort.lstrip("-") != "name":
             value = datetime.fromisoformat(value)
-        elif not isinstance(value, str):
+            if value.tzinfo is None:
+                raise ValueError
+        elif not isinstance(value, str) or "\x00" in value:
             raise ValueError
+        else:
+            value.encode()  # a lone surrogate raises UnicodeEncodeError, a ValueError
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
         raise InvalidInput(
             "the cursor is not one this API gave out for this sort order", field="cursor"

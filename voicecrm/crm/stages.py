@@ -20,6 +20,7 @@ from voicecrm.crm import timeline
 from voicecrm.crm.models import Contact, Stage
 from voicecrm.crm.schemas import MAX_STAGES
 from voicecrm.errors import DuplicateName, InvalidInput, NotFound, StageLimitReached
+from voicecrm.storage import MAX_ID
 
 
 async def _lock_team_stages(session: AsyncSession, actor: Actor) -> None:
@@ -36,9 +37,14 @@ async def list_stages(session: AsyncSession, team_id: int) -> list[Stage]:
     )
 
 
-async def get_stage(session: AsyncSession, actor: Actor, stage_id: int) -> Stage:
-    stage = await session.get(Stage, stage_id)
-    if stage is None or stage.team_id != actor.team_id:
+async def get_stage(
+    session: AsyncSession, actor: Actor, stage_id: int, *, for_update: bool = False
+) -> Stage:
+    query = select(Stage).where(Stage.id == stage_id, Stage.team_id == actor.team_id)
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    stage = (await session.scalars(query)).first() if 0 < stage_id <= MAX_ID else None
+    if stage is None:
         raise NotFound(f"stage {stage_id} does not exist")
     return stage
 
@@ -128,7 +134,9 @@ async def _record_removal(session: AsyncSession, actor: Actor, stage: Stage) -> 
 async def remove_stage(session: AsyncSession, actor: Actor, stage_id: int) -> None:
     actor.require_admin()
     await _lock_team_stages(session, actor)
-    stage = await get_stage(session, actor, stage_id)
+    # Locked before its contacts are read: a contact being moved onto it (which holds a
+    # share lock, see `contacts.check_stage`) commits first and is then seen and recorded.
+    stage = await get_stage(session, actor, stage_id, for_update=True)
     await _record_removal(session, actor, stage)
     await session.delete(stage)
     await session.flush()
@@ -139,7 +147,15 @@ async def remove_stage(session: AsyncSession, actor: Actor, stage_id: int) -> No
 async def remove_all_stages(session: AsyncSession, actor: Actor) -> int:
     actor.require_admin()
     await _lock_team_stages(session, actor)
-    stages = await list_stages(session, actor.team_id)
+    stages = list(
+        await session.scalars(
+            select(Stage)
+            .where(Stage.team_id == actor.team_id)
+            .order_by(Stage.id)
+            .with_for_update()  # as in `remove_stage`
+            .execution_options(populate_existing=True)
+        )
+    )
     for stage in stages:
         await _record_removal(session, actor, stage)
         await session.delete(stage)

@@ -23,6 +23,10 @@ NAMING_CONVENTION = {
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# The largest id either engine can hold (a signed 64-bit integer). Ids from outside (a path,
+# a cursor, a filter) are checked against it: a larger number is not a missing row but an
+# error in the driver (asyncpg and sqlite3 both refuse to bind it).
+MAX_ID = 2**63 - 1
 
 
 def utcnow() -> datetime:

@@ -33,6 +33,10 @@ async def resolve(ctx: Ctx) -> ResolveOut:
     resolved = await resolve_caller(
         ctx.session, Actor.system(ctx.actor.team), data.number, data.caller_name
     )
+    if resolved.created and ctx.actor.sees_only_own_contacts:
+        # As with POST /contacts, an agent who sees only their own contacts keeps the one
+        # they create; otherwise they could never resolve a new number (a 404, rolled back).
+        resolved.contact.responsible_user_id = ctx.actor.user_id
     await service.get_contact(ctx.session, ctx.actor, resolved.contact.id)
     return ResolveOut(
         contact=await service.one_out(ctx.session, resolved.contact),
@@ -50,5 +54,7 @@ ROUTES = [
         "contacts",
         body=ResolveIn,
         response=ResolveOut,
+        # An agent who sees only their own contacts gets a 404 for anyone else's number.
+        errors=(404,),
     ),
 ]

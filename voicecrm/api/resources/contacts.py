@@ -10,15 +10,19 @@ from voicecrm.api.routing import Ctx, Route
 from voicecrm.crm import contacts as service
 from voicecrm.crm.bulk import BulkRequest, run_bulk
 from voicecrm.crm.merge import merge_contacts
+from voicecrm.crm.models import Contact
 from voicecrm.crm.schemas import ContactCreate, ContactOut, ContactUpdate, TagName
-from voicecrm.crm.search import ContactFilter, SortKey, search
+from voicecrm.crm.search import MAX_CURSOR_LENGTH, ContactFilter, SortKey, search
+from voicecrm.storage import MAX_ID
 
 
 class ContactListQuery(ContactFilter):
     sort: SortKey = Field("-updated_at", description="Sort field; a leading '-' is descending.")
     limit: int = Field(50, ge=1, le=500)
     cursor: str | None = Field(
-        None, max_length=500, description="The `next_cursor` of the previous page."
+        None,
+        max_length=MAX_CURSOR_LENGTH,
+        description="The `next_cursor` of the previous page.",
     )
 
 
@@ -32,10 +36,13 @@ class TagsIn(BaseModel):
     tags: Annotated[list[TagName], Field(min_length=1, max_length=50)]
 
 
+ContactId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
 class MergeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    survivor_id: int = Field(ge=1)
-    merged_ids: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=100)]
+    survivor_id: ContactId
+    merged_ids: Annotated[list[ContactId], Field(min_length=1, max_length=100)]
 
 
 class BulkResult(BaseModel):
@@ -78,14 +85,26 @@ async def delete_contact(ctx: Ctx) -> None:
     await service.delete_contacts(ctx.session, ctx.actor, [contact.id])
 
 
+async def _locked_contact(ctx: Ctx) -> Contact:
+    """The path's contact, row-locked for a change of its tags.
+
+    Two requests adding one tag would otherwise both see it missing and both insert it
+    (a primary-key failure), and a tag for a contact a merge is deleting would fail its
+    foreign key: with the lock the second waits and sees the first's tag, or NotFound.
+    """
+    return await service.get_contact(
+        ctx.session, ctx.actor, ctx.path_id("contact_id"), for_update=True
+    )
+
+
 async def add_tags(ctx: Ctx) -> ContactOut:
-    contact = await service.get_contact(ctx.session, ctx.actor, ctx.path_id("contact_id"))
+    contact = await _locked_contact(ctx)
     await service.add_tags(ctx.session, ctx.actor, contact, ctx.body(TagsIn).tags)
     return await service.one_out(ctx.session, contact)
 
 
 async def remove_tags(ctx: Ctx) -> ContactOut:
-    contact = await service.get_contact(ctx.session, ctx.actor, ctx.path_id("contact_id"))
+    contact = await _locked_contact(ctx)
     await service.remove_tags(ctx.session, ctx.actor, contact, ctx.body(TagsIn).tags)
     return await service.one_out(ctx.session, contact)
 
@@ -177,7 +196,7 @@ ROUTES = [
         "contacts",
         body=MergeIn,
         response=ContactOut,
-        errors=(404, 409),
+        errors=(404,),
     ),
     Route(
         "POST",

@@ -1,0 +1,154 @@
+"""Migrations and models tell the same story, on both engines.
+
+From an empty database, `voicecrm.storage.migrate.upgrade` reaches head and Alembic's
+autogenerate comparison finds nothing between the migrated schema and `voicecrm.models`:
+a model changed without a migration (or the reverse) fails here, not in production. Down to
+base and up again must work too. And the rule "one number, one contact per team" is the
+migrated schema's own, not only the code's.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, insert, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+from tests.conftest import POSTGRES_URL, TeamWorld, make_team
+from voicecrm.crm.models import Contact, ContactPhone
+from voicecrm.models import metadata
+from voicecrm.storage import Database, utcnow
+from voicecrm.storage.migrate import alembic_config, current_revision, head_revision, upgrade
+
+
+async def _admin(statement: str) -> None:
+    assert POSTGRES_URL is not None
+    admin = Database(POSTGRES_URL)
+    try:
+        async with admin.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(statement))
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_database(request: pytest.FixtureRequest,
+                         tmp_path: Path) -> AsyncIterator[Database]:
+    """A database with no tables at all (not the suite's migrated template)."""
+    if request.param == "sqlite":
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+        try:
+            yield database
+        finally:
+            await database.close()
+        return
+    if not POSTGRES_URL:
+        if os.environ.get("CI"):
+            pytest.fail("VOICECRM_TEST_POSTGRES_URL is not set: CI must test on PostgreSQL")
+        pytest.skip("VOICECRM_TEST_POSTGRES_URL is not set (tests/run.sh sets it)")
+    name = f"voicecrm_migrate_{uuid.uuid4().hex[:12]}"
+    await _admin(f'CREATE DATABASE "{name}"')
+    database = Database(make_url(POSTGRES_URL).set(database=name)
+                        .render_as_string(hide_password=False))
+    try:
+        yield database
+    finally:
+        await database.close()
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _differences(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "compare_server_default": True})
+    return list(compare_metadata(context, metadata))
+
+
+async def differences(database: Database) -> list[Any]:
+    async with database.engine.connect() as connection:
+        return await connection.run_sync(_differences)
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+async def downgrade(database: Database, revision: str) -> None:
+    async with database.engine.begin() as connection:
+        await connection.run_sync(_downgrade, revision)
+
+
+async def tables(database: Database) -> set[str]:
+    async with database.engine.connect() as connection:
+        return set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+
+
+async def test_an_empty_database_migrates_to_head_and_matches_the_models(
+        empty_database: Database) -> None:
+    assert await tables(empty_database) == set()
+    await upgrade(empty_database)
+    assert await current_revision(empty_database) == head_revision()
+    assert await tables(empty_database) == set(metadata.tables) | {"alembic_version"}
+    assert await differences(empty_database) == []
+
+
+async def test_upgrading_a_database_at_head_changes_nothing(empty_database: Database) -> None:
+    await upgrade(empty_database)
+    await upgrade(empty_database)
+    assert await current_revision(empty_database) == head_revision()
+    assert await differences(empty_database) == []
+
+
+async def test_downgrade_to_base_and_up_again_rebuilds_the_same_schema(
+        empty_database: Database) -> None:
+    await upgrade(empty_database)
+    await downgrade(empty_database, "base")
+    assert await tables(empty_database) == {"alembic_version"}
+    assert await current_revision(empty_database) is None
+    await upgrade(empty_database)
+    assert await current_revision(empty_database) == head_revision()
+    assert await differences(empty_database) == []
+
+
+async def _contact(database: Database, team_id: int) -> int:
+    now = utcnow()
+    async with database.transaction() as session:
+        contact_id = await session.scalar(insert(Contact).returning(Contact.id).values(
+            team_id=team_id, name="X", type="customer", source="manual", rating=0,
+            status="open", blocked=False, custom_fields={}, created_at=now, updated_at=now))
+        assert contact_id is not None
+        return contact_id
+
+
+async def _phone(database: Database, team_id: int, contact_id: int, unique: str | None) -> None:
+    async with database.transaction() as session:
+        await session.execute(insert(ContactPhone).values(
+            team_id=team_id, contact_id=contact_id, e164="+14155550123", unique_e164=unique,
+            original="+14155550123", label="mobile", position=0))
+
+
+async def test_the_schema_itself_allows_one_contact_per_number_in_a_team(
+        database: Database, world: TeamWorld) -> None:
+    """Raw inserts, no domain code: the guarantee holds for any writer, on any instance."""
+    first = await _contact(database, world.team_id)
+    second = await _contact(database, world.team_id)
+    await _phone(database, world.team_id, first, "+14155550123")
+    with pytest.raises(IntegrityError, match=r"uq_contact_phones_team_id_unique_e164|UNIQUE"):
+        await _phone(database, world.team_id, second, "+14155550123")
+    # A team that allows duplicates leaves `unique_e164` empty; another team has its own numbers.
+    await _phone(database, world.team_id, second, None)
+    await _phone(database, world.team_id, first, None)
+    other = await make_team(database, "Other")
+    await _phone(database, other.team_id, await _contact(database, other.team_id),
+                 "+14155550123")
