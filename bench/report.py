@@ -1,0 +1,125 @@
+"""The printed table: one line per figure, `engine metric value unit target verdict note`.
+
+Results go to stdout as they are measured (a full run takes minutes and a
+half-finished table is still worth reading); progress chatter goes to stderr,
+so `python -m bench > results.txt` keeps only the figures.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Literal
+
+COLUMNS = ("engine", "metric", "value", "unit", "target", "verdict", "note")
+_LINE = "{:<10} {:<48} {:>10} {:<8} {:<10} {:<7} {}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A bound the project has promised, e.g. `< 1 ms`."""
+
+    op: Literal["<", ">"]
+    bound: float
+    unit: str
+
+    def met_by(self, value: float) -> bool:
+        return value < self.bound if self.op == "<" else value > self.bound
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.bound:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    engine: str
+    name: str
+    value: float | int | str
+    unit: str = ""
+    target: Target | None = None
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        if isinstance(self.value, str):
+            return "n/a"
+        return "PASS" if self.target.met_by(float(self.value)) else "FAIL"
+
+    def formatted_value(self) -> str:
+        value = self.value
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) or self.unit in ("/s", "rows/s", "calls/s", "rows"):
+            return f"{value:.0f}"
+        if self.unit == "ms":
+            return f"{value:.3f}"
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
+
+    def line(self) -> str:
+        return _LINE.format(
+            self.engine,
+            self.name,
+            self.formatted_value(),
+            self.unit or "-",
+            str(self.target) if self.target else "-",
+            self.verdict or "-",
+            self.note,
+        ).rstrip()
+
+
+@dataclass
+class Reporter:
+    """Prints each metric as it arrives and keeps them for the summary."""
+
+    metrics: list[Metric] = field(default_factory=list)
+
+    def header(self) -> None:
+        print(_LINE.format(*COLUMNS), flush=True)
+
+    def emit(self, metric: Metric) -> None:
+        self.metrics.append(metric)
+        print(metric.line(), flush=True)
+
+    def text(self, line: str = "") -> None:
+        print(line, flush=True)
+
+    def summary(self) -> list[str]:
+        judged = [m for m in self.metrics if m.target is not None]
+        lines = [f"targets: {sum(m.verdict == 'PASS' for m in judged)} of {len(judged)} met"]
+        lines += [
+            f"  {m.engine} {m.name} = {m.formatted_value()} {m.unit} (target {m.target} "
+            f"{m.unit}): {m.verdict}"
+            for m in judged
+        ]
+        return lines
+
+
+def progress(message: str) -> None:
+    print(f"[bench {datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _distribution(name: str) -> str:
+    try:
+        return version(name)
+    except Exception:
+        return "?"
+
+
+def machine_lines() -> list[str]:
+    """What the figures were measured on; a benchmark without this is an anecdote."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        f"date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"machine: {platform.platform()}, {os.cpu_count()} cpus, load average {load}",
+        f"python: {platform.python_implementation()} {platform.python_version()}",
+        f"sqlite: {sqlite3.sqlite_version}; sqlalchemy {_distribution('sqlalchemy')}, "
+        f"aiosqlite {_distribution('aiosqlite')}, asyncpg {_distribution('asyncpg')}, "
+        f"phonenumbers {_distribution('phonenumbers')}",
+    ]
