@@ -17,13 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import Select, insert, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicecrm.accounts.actor import Actor
 from voicecrm.crm.models import TimelineEvent
 from voicecrm.errors import InvalidInput
-from voicecrm.storage import utcnow
+from voicecrm.storage import MAX_ID, utcnow
 
 
 class EventData(BaseModel):
@@ -182,6 +182,16 @@ async def append_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
         await session.execute(insert(TimelineEvent), list(rows))
 
 
+def _newest_ids(contact_id: int, before: int | None, limit: int,
+                kind: str | None = None) -> Select[Any]:
+    query = select(TimelineEvent.id).where(TimelineEvent.contact_id == contact_id)
+    if kind is not None:
+        query = query.where(TimelineEvent.kind == kind)
+    if before is not None:
+        query = query.where(TimelineEvent.id < before)
+    return query.order_by(TimelineEvent.id.desc()).limit(limit)
+
+
 @dataclass(frozen=True, slots=True)
 class TimelinePage:
     events: list[TimelineEvent]
@@ -189,9 +199,15 @@ class TimelinePage:
 
 
 def _decode_cursor(cursor: str | None) -> int | None:
+    """The event id a cursor stands for.
+
+    `str.isdigit` alone also accepts '²' (which `int` refuses) and Arabic-Indic digits,
+    and 19 digits can exceed a BIGINT, which the drivers refuse to bind: each of those
+    would be a server error instead of this clear refusal.
+    """
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 19:
+    if not (cursor.isascii() and cursor.isdigit()) or not 0 < int(cursor) <= MAX_ID:
         raise InvalidInput("the cursor is not one this API gave out", field="cursor")
     return int(cursor)
 
@@ -210,11 +226,20 @@ async def page(
     for kind in kinds:
         data_model(kind)
     before = _decode_cursor(cursor)
-    query = select(TimelineEvent).where(TimelineEvent.contact_id == contact_id)
-    if before is not None:
-        query = query.where(TimelineEvent.id < before)
+    wanted = limit + 1
+    ids: Select[Any]
     if kinds:
-        query = query.where(TimelineEvent.kind.in_(list(kinds)))
-    rows = list(await session.scalars(query.order_by(TimelineEvent.id.desc()).limit(limit + 1)))
+        # One index range per kind, merged: `kind IN (...) ORDER BY id` would walk the
+        # contact's whole history looking for a rare kind.
+        parts = [_newest_ids(contact_id, before, wanted, kind).subquery()
+                 for kind in dict.fromkeys(kinds)]
+        merged = union_all(*(select(part.c.id) for part in parts)).subquery()
+        ids = select(merged.c.id).order_by(merged.c.id.desc()).limit(wanted)
+    else:
+        ids = _newest_ids(contact_id, before, wanted)
+    # Ids first, rows second: PostgreSQL then reads the page from the contact's index
+    # instead of walking the primary key backwards past other contacts' newer events.
+    query = select(TimelineEvent).where(TimelineEvent.id.in_(ids))
+    rows = list(await session.scalars(query.order_by(TimelineEvent.id.desc())))
     next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
     return TimelinePage(events=rows[:limit], next_cursor=next_cursor)

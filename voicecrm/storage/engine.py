@@ -67,7 +67,10 @@ class Database:
         self.dialect = make_url(url).get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "postgresql":
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            # No pre-ping: it is one more round trip on every transaction of every call.
+            # Connections are recycled before servers or proxies drop idle ones instead.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+
         self.engine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
