@@ -3,7 +3,8 @@
 For each request the wrapper parses and validates the input first (no database
 work for a malformed request), then opens one transaction, authenticates the
 bearer token in it, runs the handler and commits; any error rolls the whole
-request back. Read-only routes run in read-only transactions.
+request back. Read-only routes run in read-only transactions. Routes declared
+`own_transaction` (long jobs) authenticate first, then commit their own batches.
 """
 
 from __future__ import annotations
@@ -42,8 +43,14 @@ def bearer_token(request: web.Request) -> str:
     return token.strip()
 
 
-def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def wrap(
+    route: Route, *, max_body_bytes: int | None = None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
+        if route.body is not None and max_body_bytes is not None:
+            # aiohttp builds every request with the root application's client_max_size,
+            # ignoring a sub-application's: the JSON limit is applied to the request here.
+            request = request.clone(client_max_size=max_body_bytes)
         database = request.config_dict[DATABASE]
         try:
             secret = bearer_token(request) if route.auth else None
@@ -52,7 +59,8 @@ def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
         except _ValidationFailed as failed:
             return failed.response
         stale_token: int | None = None
-        async with database.transaction(read_only=route.read_only) as session:
+        read_only = route.read_only or route.own_transaction
+        async with database.transaction(read_only=read_only) as session:
             ctx = Ctx(request=request, session=session, body_model=body, query_model=query)
             if secret is not None:
                 auth = await accounts.authenticate(session, secret)
@@ -60,7 +68,12 @@ def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
                 stale_token = auth.token_id if auth.needs_touch else None
                 if route.admin_only:
                     auth.actor.require_admin()
-            response = to_response(route, await route.handler(ctx))
+            if not route.own_transaction:
+                response = to_response(route, await route.handler(ctx))
+        if route.own_transaction:
+            async with database.session() as session:
+                ctx.session, ctx.database = session, database
+                response = to_response(route, await route.handler(ctx))
         if stale_token is not None:
             async with database.transaction() as session:
                 await accounts.touch_token(session, stale_token)
@@ -75,7 +88,9 @@ def build_api(table: RouteTable, *, max_body_bytes: int) -> web.Application:
     """The API sub-application; it finds the `Database` in its parent's state."""
     api = web.Application(middlewares=[problem_middleware], client_max_size=max_body_bytes)
     for route in table.routes:
-        api.router.add_route(route.method, route.path, wrap(route))
+        api.router.add_route(
+            route.method, route.path, wrap(route, max_body_bytes=max_body_bytes)
+        )
     document = openapi_document(table, server_prefix=API_PREFIX)
 
     async def openapi(_: web.Request) -> web.Response:

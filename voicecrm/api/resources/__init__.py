@@ -5,6 +5,7 @@ from __future__ import annotations
 from voicecrm.api.resources import (
     callers,
     contacts,
+    csv_io,
     health,
     notes,
     scenarios,
@@ -18,6 +19,17 @@ from voicecrm.api.routing import RouteTable
 
 def all_routes() -> RouteTable:
     table = RouteTable()
-    for module in (health, team, contacts, callers, notes, stages, tags, timeline, scenarios):
+    for module in (
+        health,
+        team,
+        contacts,
+        csv_io,
+        callers,
+        notes,
+        stages,
+        tags,
+        timeline,
+        scenarios,
+    ):
         table.extend(module.ROUTES)
     return table

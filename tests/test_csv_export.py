@@ -1,0 +1,161 @@
+"""CSV export: the columns, which contacts, batches, and a file that imports back as it was."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import replace
+from typing import Any
+
+from tests.conftest import TeamWorld, make_team
+from voicecrm.accounts.actor import Actor
+from voicecrm.crm import contacts as service
+from voicecrm.crm import stages
+from voicecrm.crm.bulk import Selection
+from voicecrm.crm.csv_columns import EXPORT_COLUMNS
+from voicecrm.crm.csv_export import export_csv
+from voicecrm.crm.csv_import import ImportOptions, import_contacts
+from voicecrm.crm.schemas import ContactCreate, EmailIn, PhoneIn
+from voicecrm.crm.search import ContactFilter
+from voicecrm.storage import Database
+
+EVERYTHING = Selection(filter=ContactFilter())
+
+
+async def export(
+    database: Database, actor: Actor, selection: Selection = EVERYTHING
+) -> list[dict[str, str]]:
+    async with database.transaction(read_only=True) as session:
+        text = "".join([chunk async for chunk in export_csv(session, actor, selection)])
+    reader = csv.reader(io.StringIO(text, newline=""))
+    assert next(reader) == list(EXPORT_COLUMNS)
+    return [dict(zip(EXPORT_COLUMNS, row, strict=True)) for row in reader]
+
+
+async def add(database: Database, actor: Actor, **fields: Any) -> int:
+    async with database.transaction() as session:
+        return (await service.create_contact(session, actor, ContactCreate(**fields))).id
+
+
+async def full_contact(database: Database, world: TeamWorld) -> int:
+    async with database.transaction() as session:
+        stage = await stages.add_stage(session, world.admin, "Qualified")
+    return await add(
+        database,
+        world.admin,
+        name="Jane Roe",
+        company="Roe & Co",
+        phones=[PhoneIn(number="(415) 555-0123", label="work"), PhoneIn(number="+442079460958")],
+        emails=[EmailIn(email="jane@roe.example"), EmailIn(email="j@home.example", label="home")],
+        tags=["vip", "lead"],
+        stage_id=stage.id,
+        status="won",
+        rating=3,
+        blocked=True,
+        caller_id_name="ROE JANE",
+        responsible_user_id=world.agent.user_id,
+        custom_fields={"plan": "gold", "seats": 5, "note": 'says "hi"; ok'},
+    )
+
+
+async def test_an_export_has_one_row_per_contact_in_the_documented_columns(
+    database: Database, world: TeamWorld
+) -> None:
+    jane = await full_contact(database, world)
+    [row] = await export(database, world.admin)
+    agent_email = row["responsible"]
+    assert agent_email.startswith("agent-") and agent_email.endswith("@example.com")
+    assert {k: v for k, v in row.items() if k not in ("created_at", "updated_at")} == {
+        "id": str(jane),
+        "name": "Jane Roe",
+        "company": "Roe & Co",
+        "type": "customer",
+        "phones": "work: +14155550123; mobile: +442079460958",
+        "emails": "work: jane@roe.example; home: j@home.example",
+        "tags": "lead; vip",
+        "stage": "Qualified",
+        "status": "won",
+        "rating": "3",
+        "source": "manual",
+        "responsible": agent_email,
+        "caller_id_name": "ROE JANE",
+        "carrier": "",
+        "blocked": "true",
+        "custom_fields": '{"note": "says \\"hi\\"; ok", "plan": "gold", "seats": 5}',
+    }
+    assert row["created_at"].endswith("+00:00")
+
+
+async def test_an_export_imported_into_another_team_gives_the_same_contacts(
+    database: Database, world: TeamWorld
+) -> None:
+    await full_contact(database, world)
+    await add(database, world.admin, name="=cmd|' /C calc'!A0", company="-Minus")
+    await add(database, world.admin, name="Only Name")
+    exported = await export(database, world.admin)
+    other = await make_team(database, "Other")
+    async with database.transaction() as session:
+        await stages.add_stage(session, other.admin, "Qualified")
+    # Users are per team: the other team has no such responsible user.
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, EXPORT_COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows([{**row, "responsible": ""} for row in exported])
+    report = await import_contacts(
+        database, other.admin, io.BytesIO(text.getvalue().encode()), ImportOptions()
+    )
+    assert (report.created, report.failed) == (3, 0)
+    assert report.ignored_columns == ["id", "carrier", "created_at", "updated_at"]
+    again = await export(database, other.admin)
+    changing = ("id", "created_at", "updated_at", "responsible")
+    assert [{k: v for k, v in row.items() if k not in changing} for row in again] == [
+        {k: v for k, v in row.items() if k not in changing} for row in exported
+    ]
+    assert again[1]["name"] == "'=cmd|' /C calc'!A0"  # guarded in the file, not in the CRM
+
+
+async def test_an_export_imported_into_its_own_team_changes_nothing(
+    database: Database, world: TeamWorld
+) -> None:
+    await full_contact(database, world)
+    await add(database, world.admin, name="Ben", emails=[EmailIn(email="ben@x.example")])
+    async with database.transaction(read_only=True) as session:
+        text = "".join([c async for c in export_csv(session, world.admin, EVERYTHING)])
+    report = await import_contacts(database, world.admin, io.BytesIO(text.encode()))
+    assert (report.created, report.updated, report.unchanged) == (0, 0, 2)
+
+
+async def test_a_selection_of_ids_or_a_filter_exports_just_those(
+    database: Database, world: TeamWorld
+) -> None:
+    ann = await add(database, world.admin, name="Ann", tags=["vip"])
+    await add(database, world.admin, name="Ben")
+    cid = await add(database, world.admin, name="Cid", tags=["vip"])
+    by_ids = await export(database, world.admin, Selection(ids=[cid, ann, 999_999]))
+    assert [r["name"] for r in by_ids] == ["Ann", "Cid"]
+    by_tag = await export(database, world.admin, Selection(filter=ContactFilter(tag="vip")))
+    assert [r["name"] for r in by_tag] == ["Ann", "Cid"]
+
+
+async def test_agents_who_see_only_their_own_contacts_export_only_those(
+    database: Database, world: TeamWorld
+) -> None:
+    restricted = replace(
+        world.agent, team=replace(world.agent.team, agents_see_own_contacts_only=True)
+    )
+    await add(database, world.admin, name="Someone else's")
+    await add(database, restricted, name="Mine")
+    assert [r["name"] for r in await export(database, restricted)] == ["Mine"]
+
+
+async def test_an_export_comes_a_batch_at_a_time(database: Database, world: TeamWorld) -> None:
+    rows = "".join(f"Person {i},415555{i:04d}\n" for i in range(1100))
+    await import_contacts(database, world.admin, io.BytesIO(f"name,phone\n{rows}".encode()))
+    batches: list[int] = []
+    async with database.transaction(read_only=True) as session:
+        chunks = [
+            chunk
+            async for chunk in export_csv(session, world.admin, EVERYTHING, on_batch=batches.append)
+        ]
+    assert batches == [500, 500, 100]
+    assert len(chunks) == 4  # the header, then one chunk per batch
