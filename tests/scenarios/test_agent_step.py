@@ -207,3 +207,16 @@ async def test_a_long_conversation_is_ended_at_the_duration_limit(
     assert state.outcome == "duration_limit"
     assert call.spoken[-1] == "I'm sorry, we have to end the call here. Goodbye."
     assert state.agent_turns < 4
+
+
+async def test_a_tool_that_fails_tells_the_model_and_the_call_goes_on(
+    simulate: Simulate, openai_server: FakeOpenAI, llm: OpenAILanguageModel
+) -> None:
+    openai_server.script += [
+        Reply(tool_calls=[("set_stage", '{"stage": "Platinum"}')]),
+        Reply(text="I couldn't update that, but I've noted your request."),
+    ]
+    sim = await simulate(RECEPTIONIST, ["Make me a platinum customer."], llm=llm)
+    failure = json.loads(openai_server.requests[1]["messages"][-1]["content"])
+    assert failure == {"error": "no stage named 'Platinum'; the team's stages: none"}
+    assert sim.call.spoken[-1] == "I couldn't update that, but I've noted your request."

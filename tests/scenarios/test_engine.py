@@ -270,6 +270,11 @@ async def test_voicemail_lands_on_the_timeline(simulate: Simulate, database: Dat
     ]
     assert voicemails[0]["transcript"] == "Please call me back about the invoice"
     assert voicemails[0]["call_id"] == sim.run.call_id
+    calls = [data for kind, data in await events(database, sim.run.contact_id) if kind == "call"]
+    assert calls[0]["recording_url"] == f"simulator://voicemail/{sim.call.info.call_id}"
+    async with database.transaction(read_only=True) as session:
+        record = await session.get(CallRecord, sim.run.call_id)
+    assert record is not None and record.recording_url == calls[0]["recording_url"]
 
 
 async def test_contact_tags_status_and_tasks_are_written(

@@ -71,11 +71,14 @@ async def run_call(
         if state.finished:
             # A call the engine ran was answered; how it ended (transfer, hang-up,
             # error) is the state's `outcome`, kept with the call.
+            voicemail = state.variables.get("voicemail")
             await call_log.finish_call(
                 session,
                 actor,
                 call_id,
                 status="completed",
                 transcript=[TranscriptLine.model_validate(line) for line in state.transcript],
+                recording_url=voicemail if isinstance(voicemail, str) and voicemail else None,
             )
+
     return CallRun(state=state, call_id=call_id, contact_id=contact_id)
