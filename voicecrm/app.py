@@ -21,6 +21,7 @@ from voicecrm.accounts import service as accounts
 from voicecrm.accounts.actor import Role
 from voicecrm.api.problems import problem_middleware
 from voicecrm.api.resources import all_routes
+from voicecrm.api.resources.csv_io import MAX_IMPORT_BYTES
 from voicecrm.api.resources.scenarios import SCENARIOS
 from voicecrm.api.server import API_PREFIX, DATABASE, build_api
 from voicecrm.config import Settings
@@ -72,6 +73,7 @@ def build_app(
 ) -> web.Application:
     app = web.Application(middlewares=[problem_middleware])
     app[SETTINGS] = settings
+    app[MAX_IMPORT_BYTES] = settings.max_import_bytes
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         database = Database(settings.database_url)

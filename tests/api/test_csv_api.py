@@ -12,7 +12,6 @@ from aiohttp.test_utils import TestClient
 
 from tests.api.conftest import Api, ClientFactory
 from tests.conftest import TeamWorld
-from voicecrm.api.resources.csv_io import MAX_IMPORT_BYTES
 from voicecrm.app import build_app
 from voicecrm.config import Settings
 
@@ -110,8 +109,9 @@ async def test_agents_may_not_import(agent_api: Api) -> None:
 async def test_a_body_over_the_limit_is_refused_while_it_streams(
     aiohttp_client: ClientFactory, database_url: str, world: TeamWorld
 ) -> None:
-    app = build_app(Settings(database_url=database_url, migrate_on_start=False))
-    app[MAX_IMPORT_BYTES] = 4096
+    app = build_app(Settings(database_url=database_url, migrate_on_start=False,
+                             max_import_bytes=4096))
+
     client: TestClient[Any, Any] = await aiohttp_client(app)
     api = Api(client, world.admin_token)
 

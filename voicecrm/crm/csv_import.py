@@ -1045,17 +1045,15 @@ async def _refresh_statistics(database: Database) -> None:
 
     Without statistics SQLite takes `team_id = ?` for a selective condition, and to
     page through a team's contacts in id order (exports, bulk actions) it reads and
-    sorts the whole team for every page: quadratic in the team's size. ANALYZE of
-    the tables written, sampled by `analysis_limit`, costs milliseconds and gives it
-    the id range scan. PostgreSQL's autovacuum would get there too, later.
+    sorts the whole team for every page: at a million contacts, 160 ms a page instead
+    of half a millisecond, and an export that is quadratic in the team's size. A full
+    ANALYZE of `contacts` (a sample is not enough: it underestimates a team) takes
+    about 0.7 s a million contacts, once. PostgreSQL samples every table cheaply.
     """
     async with database.transaction() as session:
         conn = await session.connection()
         if conn.dialect.name == "sqlite":
-            await conn.exec_driver_sql("PRAGMA analysis_limit=1000")
-            for table in _WRITTEN:
-                await conn.exec_driver_sql(f"ANALYZE {table.name}")
-            await conn.exec_driver_sql("PRAGMA analysis_limit=0")
+            await conn.exec_driver_sql(f"ANALYZE {_CONTACTS.name}")
         else:
             await conn.exec_driver_sql(f"ANALYZE {', '.join(t.name for t in _WRITTEN)}")
 
