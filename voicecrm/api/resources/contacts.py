@@ -22,7 +22,9 @@ class ContactListQuery(ContactFilter):
     cursor: str | None = Field(
         None,
         max_length=MAX_CURSOR_LENGTH,
-        description="The `next_cursor` of the previous page.",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="The `next_cursor` of the previous page (URL-safe base64).",
+
     )
 
 
