@@ -9,6 +9,8 @@ itself, and the call goes on.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -106,6 +108,14 @@ class ToolOutcome:
     ends_call: bool = False
 
 
+@functools.cache
+def _builtin_schema(name: str) -> dict[str, Any]:
+    """A built-in tool's JSON Schema, made once: pydantic's schema generation is slow."""
+    schema = BUILTIN_ARGS[name].model_json_schema()
+    schema.pop("title", None)
+    return schema
+
+
 def tool_specs(scenario: m.Scenario, args: m.AgentArgs) -> list[ToolSpec]:
     specs: list[ToolSpec] = []
     for name in args.tools:
@@ -113,8 +123,7 @@ def tool_specs(scenario: m.Scenario, args: m.AgentArgs) -> list[ToolSpec]:
             continue  # nothing to transfer to: do not tempt the model
         if name in BUILTIN_ARGS:
             model = BUILTIN_ARGS[name]
-            schema = model.model_json_schema()
-            schema.pop("title", None)
+            schema = copy.deepcopy(_builtin_schema(name))
             description = (model.__doc__ or name).strip()
             if name == "transfer_call":
                 schema["properties"]["target"]["enum"] = sorted(args.transfer_targets)
