@@ -98,7 +98,7 @@ from voicecrm.crm.models import (
     Stage,
     TimelineEvent,
 )
-from voicecrm.crm.schemas import BUILTIN_SOURCES
+from voicecrm.crm.schemas import BUILTIN_SOURCES, CONTACT_FIELDS
 from voicecrm.errors import InvalidCSV, InvalidInput
 from voicecrm.storage import Database, utcnow
 
@@ -362,20 +362,7 @@ async def _row_context(
 
 
 # ----------------------------------------------------------------- planning one batch
-_FIELDS = (
-    "name",
-    "company",
-    "type",
-    "caller_id_name",
-    "carrier",
-    "source",
-    "responsible_user_id",
-    "rating",
-    "status",
-    "blocked",
-    "stage_id",
-    "custom_fields",
-)
+_FIELDS = CONTACT_FIELDS
 
 
 _field_values = itemgetter(*_FIELDS)

@@ -25,24 +25,40 @@ from voicecrm.crm.models import (
     Note,
     TimelineEvent,
 )
+from voicecrm.crm.schemas import CONTACT_FIELDS
 from voicecrm.errors import InvalidInput, NotFound
 from voicecrm.storage import utcnow
 
 _FILLABLE = ("company", "caller_id_name", "carrier", "responsible_user_id")
-_SNAPSHOT = (
-    "name",
-    "company",
-    "type",
-    "caller_id_name",
-    "carrier",
-    "source",
-    "responsible_user_id",
-    "rating",
-    "status",
-    "blocked",
-    "stage_id",
-    "custom_fields",
-)
+_SNAPSHOT = CONTACT_FIELDS
+
+
+async def _move_unless_present(
+    session: AsyncSession,
+    table: type[ContactPhone] | type[ContactEmail],
+    key: str,
+    survivor_id: int,
+    others_ids: list[int],
+) -> None:
+    """Move the others' rows to the survivor, after its own, dropping values it already has."""
+    have = set(
+        await session.scalars(select(getattr(table, key)).where(table.contact_id == survivor_id))
+    )
+    position = len(have)
+    rows: list[ContactPhone | ContactEmail] = list(
+        await session.scalars(
+            select(table).where(table.contact_id.in_(others_ids)).order_by(table.id)
+        )
+    )
+    for row in rows:
+
+        value = getattr(row, key)
+        if value in have:
+            await session.delete(row)
+            continue
+        have.add(value)
+        row.contact_id, row.position = survivor_id, position
+        position += 1
 
 
 def _snapshot(contact: Contact) -> dict[str, Any]:
@@ -102,42 +118,9 @@ async def merge_contacts(
         if other.created_at < survivor.created_at:
             survivor.created_at = other.created_at
 
-    # Phones: the survivor keeps its own; the others' move unless the survivor has that number.
-    have_phones = set(
-        await session.scalars(
-            select(ContactPhone.e164).where(ContactPhone.contact_id == survivor.id)
-        )
-    )
-    position = len(have_phones)
-    for phone in await session.scalars(
-        select(ContactPhone)
-        .where(ContactPhone.contact_id.in_(others_ids))
-        .order_by(ContactPhone.id)
-    ):
-        if phone.e164 in have_phones:
-            await session.delete(phone)
-            continue
-        have_phones.add(phone.e164)
-        phone.contact_id, phone.position = survivor.id, position
-        position += 1
-
-    have_emails = set(
-        await session.scalars(
-            select(ContactEmail.email).where(ContactEmail.contact_id == survivor.id)
-        )
-    )
-    position = len(have_emails)
-    for email in await session.scalars(
-        select(ContactEmail)
-        .where(ContactEmail.contact_id.in_(others_ids))
-        .order_by(ContactEmail.id)
-    ):
-        if email.email in have_emails:
-            await session.delete(email)
-            continue
-        have_emails.add(email.email)
-        email.contact_id, email.position = survivor.id, position
-        position += 1
+    # Phones and emails: the survivor keeps its own; the others' move unless it has them.
+    await _move_unless_present(session, ContactPhone, "e164", survivor.id, others_ids)
+    await _move_unless_present(session, ContactEmail, "email", survivor.id, others_ids)
 
     have_tags = set(
         await session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == survivor.id))

@@ -16,6 +16,21 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 BUILTIN_SOURCES = ("phone", "manual", "import", "web", "api")
 UNKNOWN_CALLER = "Unknown Caller"
 MAX_STAGES = 8
+# A contact's own fields (its phones, emails and tags live in tables of their own).
+CONTACT_FIELDS = (
+    "name",
+    "company",
+    "type",
+    "caller_id_name",
+    "carrier",
+    "source",
+    "responsible_user_id",
+    "rating",
+    "status",
+    "blocked",
+    "stage_id",
+    "custom_fields",
+)
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
