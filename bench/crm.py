@@ -34,7 +34,7 @@ from bench.report import Metric, Reporter, Target, progress
 from bench.seed import Seeded, contact_name, seed
 from voicecrm.accounts.actor import Actor
 from voicecrm.crm import timeline
-from voicecrm.crm.callers import resolve_caller
+from voicecrm.crm.callers import find_unchanged_caller, resolve_caller
 from voicecrm.crm.models import TimelineEvent
 from voicecrm.crm.phones import normalize_phone
 from voicecrm.storage import Database
@@ -238,9 +238,28 @@ class CrmBench:
             "resolve.known", dist, percentiles=(50, 90, 99), target=RESOLVE_P99, with_max=True
         )
 
+        async def known_read(i: int) -> None:
+            index = self._known(i)
+            async with self.database.transaction(read_only=True) as session:
+                found = await find_unchanged_caller(
+                    session, self.actor, carrier_format(self.seeded.numbers[index], i)
+                )
+            if found is None or found.contact.id != index + 1:
+                raise BenchError(f"read path missed contact {index + 1}")
+
+        dist = await stats.sequential(
+            known_read, sizes.lookups, warmup=sizes.warmup, time_cap_s=sizes.time_cap_s
+        )
+        # What a call does first (ScenarioCRM.ensure_contact): a read-only lookup, which
+        # answers every known caller whose caller-ID name and carrier are unchanged.
+        self.emit_latency(
+            "resolve.known_read_only", dist, percentiles=(50, 90, 99), target=RESOLVE_P99
+        )
+
         offset = sizes.warmup + sizes.lookups
 
         async def renamed(i: int) -> None:
+
             await self.resolve_known(i, self._known(offset + i), rename=True)
 
         dist = await stats.sequential(renamed, sizes.renames, warmup=10)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import TeamWorld
 from voicecrm.crm import timeline
-from voicecrm.crm.callers import resolve_caller
+from voicecrm.crm.callers import find_unchanged_caller, resolve_caller
 from voicecrm.crm.models import Contact, ContactPhone
 from voicecrm.errors import InvalidPhoneNumber
 from voicecrm.storage import Database
@@ -95,3 +95,18 @@ async def test_the_same_number_in_two_teams_is_two_contacts(database: Database,
         a = await resolve_caller(session, world.system, "+14155550123")
         b = await resolve_caller(session, other.system, "+14155550123")
     assert a.contact.id != b.contact.id
+
+
+async def test_an_unchanged_known_caller_is_found_read_only(database: Database,
+                                                            world: TeamWorld) -> None:
+    async with database.transaction(read_only=True) as session:
+        assert await find_unchanged_caller(session, world.system, "+447912345678") is None
+    async with database.transaction() as session:
+        created = await resolve_caller(session, world.system, "+447912345678", "Sam Smith")
+    async with database.transaction(read_only=True) as session:
+        same = await find_unchanged_caller(session, world.system, "+44 7912 345678", "Sam Smith")
+        renamed = await find_unchanged_caller(session, world.system, "+447912345678", "Sam S")
+        no_name = await find_unchanged_caller(session, world.system, "+447912345678")
+    assert same is not None and same.contact.id == created.contact.id
+    assert renamed is None  # the caller-ID name changed: resolve_caller must write it
+    assert no_name is not None

@@ -94,7 +94,31 @@ async def resolve_caller(
     return ResolvedCaller(contact=contact, phone=phone, created=True)
 
 
+async def find_unchanged_caller(
+    session: AsyncSession, actor: Actor, raw_number: str, caller_name: str | None = None
+) -> ResolvedCaller | None:
+    """The known caller when resolving would write nothing, else None: a read-only path.
+
+    Most calls come from known numbers whose caller-ID name and carrier have not
+    changed; answering those from a read-only transaction keeps them out of
+    SQLite's single-writer queue. None means: run `resolve_caller` in a write
+    transaction (a new number, or something to refresh).
+    """
+    phone = normalize_phone(raw_number, actor.team.default_region)
+    contact = await _find(session, actor.team_id, phone.e164)
+    if contact is None or _needs_refresh(contact, clean_caller_name(caller_name), phone):
+        return None
+    return ResolvedCaller(contact=contact, phone=phone, created=False)
+
+
+def _needs_refresh(contact: Contact, name: str | None, phone: NormalizedPhone) -> bool:
+    return (name is not None and contact.caller_id_name != name) or (
+        phone.carrier is not None and contact.carrier != phone.carrier
+    )
+
+
 def _refresh(contact: Contact, name: str | None, phone: NormalizedPhone) -> None:
+
     """Only assign what changed, so an unchanged caller costs no UPDATE."""
     if name is not None and contact.caller_id_name != name:
         contact.caller_id_name = name

@@ -17,7 +17,7 @@ from voicecrm.accounts.actor import Actor
 from voicecrm.calls.interface import CallInfo, Recording
 from voicecrm.crm import contacts, notes, tasks, timeline
 from voicecrm.crm.call_log import VoicemailEvent
-from voicecrm.crm.callers import resolve_caller
+from voicecrm.crm.callers import find_unchanged_caller, resolve_caller
 from voicecrm.crm.models import Stage
 from voicecrm.crm.schemas import (
     UNKNOWN_CALLER,
@@ -40,8 +40,21 @@ class ScenarioCRM:
         self.actor = actor
 
     async def ensure_contact(self, info: CallInfo) -> int:
-        """The caller's contact, created as "Unknown Caller" when the number is new or withheld."""
+        """The caller's contact, created as "Unknown Caller" when the number is new or withheld.
+
+        A known caller with nothing to refresh is answered from a read-only transaction.
+        """
+        try:
+            async with self.database.transaction(read_only=True) as session:
+                known = await find_unchanged_caller(
+                    session, self.actor, info.from_number, info.caller_name
+                )
+            if known is not None:
+                return known.contact.id
+        except InvalidPhoneNumber:
+            pass
         async with self.database.transaction() as session:
+
             try:
                 resolved = await resolve_caller(
                     session, self.actor, info.from_number, info.caller_name
