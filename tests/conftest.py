@@ -122,10 +122,12 @@ async def make_team(database: Database, name: str = "Acme", region: str = "US") 
     async with database.transaction() as session:
         team = await accounts.create_team(session, name, default_region=region)
         suffix = uuid.uuid4().hex[:8]
-        admin = await accounts.create_user(session, team.id, email=f"admin-{suffix}@example.com",
-                                           name="Ada Admin", role=Role.ADMIN)
-        agent = await accounts.create_user(session, team.id, email=f"agent-{suffix}@example.com",
-                                           name="Al Agent", role=Role.AGENT)
+        admin = await accounts.create_user(
+            session, team.id, email=f"admin-{suffix}@example.com", name="Ada Admin", role=Role.ADMIN
+        )
+        agent = await accounts.create_user(
+            session, team.id, email=f"agent-{suffix}@example.com", name="Al Agent", role=Role.AGENT
+        )
         admin_token = (await accounts.create_token(session, admin)).secret
         agent_token = (await accounts.create_token(session, agent)).secret
         settings = accounts.team_settings(team)
@@ -159,9 +161,12 @@ def until_blocked(database: Database) -> Callable[[], Awaitable[None]]:
             return
         for _ in range(5000):
             async with database.engine.connect() as connection:
-                waiting = await connection.scalar(text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"))
+                waiting = await connection.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                )
             if waiting:
                 return
         raise AssertionError("no transaction ever waited for the lock the test holds")

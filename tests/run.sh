@@ -50,8 +50,16 @@ if [ -z "${VOICECRM_TEST_POSTGRES_URL:-}" ]; then
   export VOICECRM_TEST_POSTGRES_URL="postgresql+asyncpg://voicecrm:voicecrm@127.0.0.1:$port/postgres"
 fi
 
+# Static checks first: lint, formatting, and strict typing of the package, tests and benches.
+if [ $# -eq 0 ]; then
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+  .venv/bin/mypy
+fi
+
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?
 set -e
 exit $status
+

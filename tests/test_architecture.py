@@ -34,7 +34,11 @@ def all_modules() -> list[str]:
 def test_the_import_rules_hold() -> None:
     result = subprocess.run(
         [str(BIN / "lint-imports"), "--no-cache", "--no-logo"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
@@ -43,10 +47,14 @@ def test_the_import_rules_hold() -> None:
 def test_every_package_of_the_architecture_is_a_regular_package() -> None:
     """A folder without `__init__.py` is a namespace package, which import-linter cannot
     see: its contracts would silently cover nothing."""
-    folders = {p.parent for p in (ROOT / "voicecrm").rglob("*.py")
-               if "migrations" not in p.parts and "__pycache__" not in p.parts}
-    assert sorted(str(f.relative_to(ROOT)) for f in folders
-                  if not (f / "__init__.py").exists()) == []
+    folders = {
+        p.parent
+        for p in (ROOT / "voicecrm").rglob("*.py")
+        if "migrations" not in p.parts and "__pycache__" not in p.parts
+    }
+    assert (
+        sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").exists()) == []
+    )
 
 
 # Run in one fresh interpreter: before each module, every voicecrm module is forgotten, so
@@ -70,11 +78,19 @@ sys.exit(1 if failures else 0)
 
 def test_every_module_imports_on_its_own_with_warnings_as_errors() -> None:
     modules = all_modules()
-    assert {"voicecrm.app", "voicecrm.api.server", "voicecrm.crm.contacts",
-            "voicecrm.storage.migrate"} <= set(modules)
+    assert {
+        "voicecrm.app",
+        "voicecrm.api.server",
+        "voicecrm.crm.contacts",
+        "voicecrm.storage.migrate",
+    } <= set(modules)
     result = subprocess.run(
         [sys.executable, "-W", "error", "-c", _IMPORT_EACH_ALONE, *modules],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr

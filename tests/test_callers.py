@@ -15,8 +15,9 @@ from voicecrm.errors import InvalidPhoneNumber
 from voicecrm.storage import Database
 
 
-async def test_an_unknown_number_becomes_an_unknown_caller(database: Database,
-                                                           world: TeamWorld) -> None:
+async def test_an_unknown_number_becomes_an_unknown_caller(
+    database: Database, world: TeamWorld
+) -> None:
     async with database.transaction() as session:
         resolved = await resolve_caller(session, world.system, "+14155550123")
         assert resolved.created
@@ -26,12 +27,18 @@ async def test_an_unknown_number_becomes_an_unknown_caller(database: Database,
         assert [e.kind for e in page.events] == ["contact_created"]
 
 
-async def test_every_carrier_format_finds_the_same_contact(database: Database,
-                                                           world: TeamWorld) -> None:
+async def test_every_carrier_format_finds_the_same_contact(
+    database: Database, world: TeamWorld
+) -> None:
     async with database.transaction() as session:
         first = await resolve_caller(session, world.system, "+14155550123", "Jane Roe")
-    forms = ["14155550123", "(415) 555-0123", "tel:+1-415-555-0123",
-             "sip:+14155550123@pbx.example.com;user=phone", "415.555.0123"]
+    forms = [
+        "14155550123",
+        "(415) 555-0123",
+        "tel:+1-415-555-0123",
+        "sip:+14155550123@pbx.example.com;user=phone",
+        "415.555.0123",
+    ]
     for form in forms:
         async with database.transaction() as session:
             again = await resolve_caller(session, world.system, form)
@@ -43,7 +50,8 @@ async def test_every_carrier_format_finds_the_same_contact(database: Database,
 
 
 async def test_a_known_caller_gets_caller_id_name_and_carrier_updated(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     async with database.transaction() as session:
         created = await resolve_caller(session, world.system, "+447912345678")
         assert created.contact.name == "Unknown Caller"
@@ -57,7 +65,8 @@ async def test_a_known_caller_gets_caller_id_name_and_carrier_updated(
 
 
 async def test_a_caller_id_name_names_a_new_contact_but_placeholders_do_not(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     async with database.transaction() as session:
         named = await resolve_caller(session, world.system, "+14155550100", "Jane Roe")
         anonymous = await resolve_caller(session, world.system, "+14155550101", "WIRELESS CALLER")
@@ -73,7 +82,8 @@ async def test_garbage_caller_id_is_refused(database: Database, world: TeamWorld
 
 
 async def test_fifty_concurrent_first_calls_from_one_number_make_one_contact(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     async def one_call() -> int:
         async with database.transaction() as session:
             return (await resolve_caller(session, world.system, "+14155550199", "Rush")).contact.id
@@ -87,9 +97,11 @@ async def test_fifty_concurrent_first_calls_from_one_number_make_one_contact(
     assert (contacts, phones, created_events) == (1, 1, 1)
 
 
-async def test_the_same_number_in_two_teams_is_two_contacts(database: Database,
-                                                            world: TeamWorld) -> None:
+async def test_the_same_number_in_two_teams_is_two_contacts(
+    database: Database, world: TeamWorld
+) -> None:
     from tests.conftest import make_team
+
     other = await make_team(database, "Other")
     async with database.transaction() as session:
         a = await resolve_caller(session, world.system, "+14155550123")
@@ -97,8 +109,9 @@ async def test_the_same_number_in_two_teams_is_two_contacts(database: Database,
     assert a.contact.id != b.contact.id
 
 
-async def test_an_unchanged_known_caller_is_found_read_only(database: Database,
-                                                            world: TeamWorld) -> None:
+async def test_an_unchanged_known_caller_is_found_read_only(
+    database: Database, world: TeamWorld
+) -> None:
     async with database.transaction(read_only=True) as session:
         assert await find_unchanged_caller(session, world.system, "+447912345678") is None
     async with database.transaction() as session:

@@ -21,8 +21,9 @@ def fresh_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def test_db_upgrade_migrates_an_empty_file(fresh_db: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_db_upgrade_migrates_an_empty_file(
+    fresh_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["db", "upgrade"]) == 0
     assert "database at revision 0002 (head 0002)" in capsys.readouterr().out
 
@@ -32,8 +33,9 @@ def test_users_need_a_team_first(fresh_db: Path, capsys: pytest.CaptureFixture[s
     assert "no team yet" in capsys.readouterr().err
 
 
-def test_users_and_tokens_are_created_and_listed(fresh_db: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_users_and_tokens_are_created_and_listed(
+    fresh_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     async def first_start() -> None:
         """The same path `voicecrm serve` takes on its first start."""
 

@@ -31,7 +31,13 @@ def test_a_bad_value_names_the_variable() -> None:
 def test_the_readme_documents_every_setting_with_its_default() -> None:
     readme = README.read_text()
     for name, field in Settings.model_fields.items():
-        row = next((line for line in readme.splitlines()
-                    if line.startswith(f"| `VOICECRM_{name.upper()}` |")), None)
+        row = next(
+            (
+                line
+                for line in readme.splitlines()
+                if line.startswith(f"| `VOICECRM_{name.upper()}` |")
+            ),
+            None,
+        )
         assert row is not None, f"README lacks VOICECRM_{name.upper()}"
         assert f"| `{field.default}` |" in row, f"README's default for {name} is stale"

@@ -42,8 +42,7 @@ async def _admin(statement: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def empty_database(request: pytest.FixtureRequest,
-                         tmp_path: Path) -> AsyncIterator[Database]:
+async def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A database with no tables at all (not the suite's migrated template)."""
     if request.param == "sqlite":
         database = Database(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
@@ -58,8 +57,9 @@ async def empty_database(request: pytest.FixtureRequest,
         pytest.skip("VOICECRM_TEST_POSTGRES_URL is not set (tests/run.sh sets it)")
     name = f"voicecrm_migrate_{uuid.uuid4().hex[:12]}"
     await _admin(f'CREATE DATABASE "{name}"')
-    database = Database(make_url(POSTGRES_URL).set(database=name)
-                        .render_as_string(hide_password=False))
+    database = Database(
+        make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    )
     try:
         yield database
     finally:
@@ -69,7 +69,8 @@ async def empty_database(request: pytest.FixtureRequest,
 
 def _differences(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "compare_server_default": True})
+        connection, opts={"compare_type": True, "compare_server_default": True}
+    )
     return list(compare_metadata(context, metadata))
 
 
@@ -95,7 +96,8 @@ async def tables(database: Database) -> set[str]:
 
 
 async def test_an_empty_database_migrates_to_head_and_matches_the_models(
-        empty_database: Database) -> None:
+    empty_database: Database,
+) -> None:
     assert await tables(empty_database) == set()
     await upgrade(empty_database)
     assert await current_revision(empty_database) == head_revision()
@@ -111,7 +113,8 @@ async def test_upgrading_a_database_at_head_changes_nothing(empty_database: Data
 
 
 async def test_downgrade_to_base_and_up_again_rebuilds_the_same_schema(
-        empty_database: Database) -> None:
+    empty_database: Database,
+) -> None:
     await upgrade(empty_database)
     await downgrade(empty_database, "base")
     assert await tables(empty_database) == {"alembic_version"}
@@ -124,22 +127,44 @@ async def test_downgrade_to_base_and_up_again_rebuilds_the_same_schema(
 async def _contact(database: Database, team_id: int) -> int:
     now = utcnow()
     async with database.transaction() as session:
-        contact_id = await session.scalar(insert(Contact).returning(Contact.id).values(
-            team_id=team_id, name="X", type="customer", source="manual", rating=0,
-            status="open", blocked=False, custom_fields={}, created_at=now, updated_at=now))
+        contact_id = await session.scalar(
+            insert(Contact)
+            .returning(Contact.id)
+            .values(
+                team_id=team_id,
+                name="X",
+                type="customer",
+                source="manual",
+                rating=0,
+                status="open",
+                blocked=False,
+                custom_fields={},
+                created_at=now,
+                updated_at=now,
+            )
+        )
         assert contact_id is not None
         return contact_id
 
 
 async def _phone(database: Database, team_id: int, contact_id: int, unique: str | None) -> None:
     async with database.transaction() as session:
-        await session.execute(insert(ContactPhone).values(
-            team_id=team_id, contact_id=contact_id, e164="+14155550123", unique_e164=unique,
-            original="+14155550123", label="mobile", position=0))
+        await session.execute(
+            insert(ContactPhone).values(
+                team_id=team_id,
+                contact_id=contact_id,
+                e164="+14155550123",
+                unique_e164=unique,
+                original="+14155550123",
+                label="mobile",
+                position=0,
+            )
+        )
 
 
 async def test_the_schema_itself_allows_one_contact_per_number_in_a_team(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     """Raw inserts, no domain code: the guarantee holds for any writer, on any instance."""
     first = await _contact(database, world.team_id)
     second = await _contact(database, world.team_id)
@@ -150,5 +175,4 @@ async def test_the_schema_itself_allows_one_contact_per_number_in_a_team(
     await _phone(database, world.team_id, second, None)
     await _phone(database, world.team_id, first, None)
     other = await make_team(database, "Other")
-    await _phone(database, other.team_id, await _contact(database, other.team_id),
-                 "+14155550123")
+    await _phone(database, other.team_id, await _contact(database, other.team_id), "+14155550123")

@@ -18,26 +18,36 @@ from voicecrm.errors import NotFound
 from voicecrm.storage import Database
 
 
-async def new_contact(database: Database, actor: Actor, name: str = "Jane Roe",
-                      responsible_user_id: int | None = None) -> int:
+async def new_contact(
+    database: Database, actor: Actor, name: str = "Jane Roe", responsible_user_id: int | None = None
+) -> int:
     async with database.transaction() as session:
         contact = await contacts.create_contact(
-            session, actor, ContactCreate(name=name, responsible_user_id=responsible_user_id))
+            session, actor, ContactCreate(name=name, responsible_user_id=responsible_user_id)
+        )
         return contact.id
 
 
-async def add(database: Database, actor: Actor, contact_id: int, content: str,
-              type: NoteType = NoteType.GENERAL, pinned: bool = False) -> int:
+async def add(
+    database: Database,
+    actor: Actor,
+    contact_id: int,
+    content: str,
+    type: NoteType = NoteType.GENERAL,
+    pinned: bool = False,
+) -> int:
     async with database.transaction() as session:
-        note = await notes.add_note(session, actor, contact_id,
-                                    NoteIn(content=content, type=type, pinned=pinned))
+        note = await notes.add_note(
+            session, actor, contact_id, NoteIn(content=content, type=type, pinned=pinned)
+        )
         return note.id
 
 
 async def events(database: Database, contact_id: int) -> list[tuple[str, dict[str, object]]]:
     async with database.transaction(read_only=True) as session:
-        page = await timeline.page(session, contact_id,
-                                   kinds=["note_added", "note_edited", "note_deleted"])
+        page = await timeline.page(
+            session, contact_id, kinds=["note_added", "note_edited", "note_deleted"]
+        )
         return [(e.kind, e.data) for e in page.events]
 
 
@@ -47,20 +57,28 @@ def restricted(actor: Actor) -> Actor:
     return dataclasses.replace(actor, team=team)
 
 
-async def test_a_note_keeps_its_content_type_pin_and_author(database: Database,
-                                                            world: TeamWorld) -> None:
+async def test_a_note_keeps_its_content_type_pin_and_author(
+    database: Database, world: TeamWorld
+) -> None:
     contact_id = await new_contact(database, world.admin)
-    note_id = await add(database, world.agent, contact_id, "  Prefers email  ",
-                        NoteType.INFO, pinned=True)
+    note_id = await add(
+        database, world.agent, contact_id, "  Prefers email  ", NoteType.INFO, pinned=True
+    )
     async with database.transaction(read_only=True) as session:
         note = notes.note_out(await notes.get_note(session, world.admin, note_id))
     assert (note.contact_id, note.content, note.type, note.pinned, note.author_user_id) == (
-        contact_id, "Prefers email", NoteType.INFO, True, world.agent.user_id)
+        contact_id,
+        "Prefers email",
+        NoteType.INFO,
+        True,
+        world.agent.user_id,
+    )
     assert note.created_at == note.updated_at
 
 
-async def test_the_note_types_are_general_info_warning_and_danger(database: Database,
-                                                                 world: TeamWorld) -> None:
+async def test_the_note_types_are_general_info_warning_and_danger(
+    database: Database, world: TeamWorld
+) -> None:
     assert [t.value for t in NoteType] == ["general", "info", "warning", "danger"]
     contact_id = await new_contact(database, world.admin)
     for type in NoteType:
@@ -71,28 +89,39 @@ async def test_the_note_types_are_general_info_warning_and_danger(database: Data
 
 
 def test_a_note_needs_content_and_a_known_type() -> None:
-    for bad in ({"content": ""}, {"content": "   "}, {"content": "x", "type": "urgent"},
-                {"content": "x" * 10_001}, {"content": "x", "author_user_id": 1}):
+    for bad in (
+        {"content": ""},
+        {"content": "   "},
+        {"content": "x", "type": "urgent"},
+        {"content": "x" * 10_001},
+        {"content": "x", "author_user_id": 1},
+    ):
         with pytest.raises(ValidationError):
             NoteIn.model_validate(bad)
     assert NoteIn.model_validate({"content": "x"}).type is NoteType.GENERAL
 
 
 async def test_adding_editing_and_deleting_a_note_is_recorded_on_the_timeline(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     contact_id = await new_contact(database, world.admin)
     note_id = await add(database, world.agent, contact_id, "Called about invoice")
     async with database.transaction() as session:
-        await notes.edit_note(session, world.admin, note_id,
-                              NoteUpdate(content="Called about invoice 42", type=NoteType.WARNING))
+        await notes.edit_note(
+            session,
+            world.admin,
+            note_id,
+            NoteUpdate(content="Called about invoice 42", type=NoteType.WARNING),
+        )
     async with database.transaction() as session:
         await notes.delete_note(session, world.admin, note_id)
     assert await events(database, contact_id) == [
         ("note_deleted", {"note_id": note_id}),
-        ("note_edited", {"note_id": note_id, "type": "warning",
-                         "content": "Called about invoice 42"}),
-        ("note_added", {"note_id": note_id, "type": "general",
-                        "content": "Called about invoice"}),
+        (
+            "note_edited",
+            {"note_id": note_id, "type": "warning", "content": "Called about invoice 42"},
+        ),
+        ("note_added", {"note_id": note_id, "type": "general", "content": "Called about invoice"}),
     ]
     async with database.transaction(read_only=True) as session:
         assert await session.get(Note, note_id) is None
@@ -110,8 +139,9 @@ async def test_editing_changes_only_what_is_given(database: Database, world: Tea
     assert edited.author_user_id == world.admin.user_id
 
 
-async def test_notes_are_listed_pinned_first_then_newest_first(database: Database,
-                                                               world: TeamWorld) -> None:
+async def test_notes_are_listed_pinned_first_then_newest_first(
+    database: Database, world: TeamWorld
+) -> None:
     contact_id = await new_contact(database, world.admin)
     first = await add(database, world.admin, contact_id, "first")
     pinned_old = await add(database, world.admin, contact_id, "pinned old", pinned=True)
@@ -130,8 +160,9 @@ async def test_a_contacts_notes_are_its_own(database: Database, world: TeamWorld
         assert await notes.list_notes(session, world.admin, john) == []
 
 
-async def test_a_note_needs_a_contact_the_author_can_see(database: Database,
-                                                         world: TeamWorld) -> None:
+async def test_a_note_needs_a_contact_the_author_can_see(
+    database: Database, world: TeamWorld
+) -> None:
     with pytest.raises(NotFound, match="contact 999999 does not exist"):
         await add(database, world.admin, 999_999, "nobody")
     others = await make_team(database, "Other")
@@ -142,8 +173,9 @@ async def test_a_note_needs_a_contact_the_author_can_see(database: Database,
         assert await session.scalar(select(func.count()).select_from(Note)) == 0
 
 
-async def test_another_teams_notes_cannot_be_read_edited_or_deleted(database: Database,
-                                                                    world: TeamWorld) -> None:
+async def test_another_teams_notes_cannot_be_read_edited_or_deleted(
+    database: Database, world: TeamWorld
+) -> None:
     others = await make_team(database, "Other")
     theirs = await new_contact(database, others.admin, "Theirs")
     note_id = await add(database, others.admin, theirs, "private")
@@ -162,10 +194,10 @@ async def test_another_teams_notes_cannot_be_read_edited_or_deleted(database: Da
 
 
 async def test_an_agent_who_sees_only_their_contacts_sees_only_their_contacts_notes(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     agent = restricted(world.agent)
-    mine = await new_contact(database, world.admin, "Mine",
-                             responsible_user_id=world.agent.user_id)
+    mine = await new_contact(database, world.admin, "Mine", responsible_user_id=world.agent.user_id)
     not_mine = await new_contact(database, world.admin, "Not mine")
     my_note = await add(database, world.admin, mine, "visible")
     other_note = await add(database, world.admin, not_mine, "hidden")

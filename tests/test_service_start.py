@@ -22,10 +22,19 @@ def _free_port() -> int:
 
 
 def _start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "VOICECRM_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/fresh.db",
-           "VOICECRM_PORT": str(port), "VOICECRM_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "voicecrm", "serve"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "VOICECRM_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/fresh.db",
+        "VOICECRM_PORT": str(port),
+        "VOICECRM_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "voicecrm", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _read_until_ready(process: subprocess.Popen[str]) -> list[str]:
@@ -67,7 +76,8 @@ def service(tmp_path: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], 
 
 
 def test_first_start_prints_a_token_that_opens_the_api(
-        service: tuple[subprocess.Popen[str], list[str]], port: int) -> None:
+    service: tuple[subprocess.Popen[str], list[str]], port: int
+) -> None:
     _, lines = service
     token = next(line.strip() for line in lines if line.strip().startswith("vcrm_"))
     status, me = _get(port, "/me", token)

@@ -36,11 +36,13 @@ async def stage_names(database: Database, team_id: int) -> list[tuple[str, int]]
         return [(s.name, s.position) for s in await stages.list_stages(session, team_id)]
 
 
-async def new_contact(database: Database, actor: Actor, name: str,
-                      stage_id: int | None = None) -> int:
+async def new_contact(
+    database: Database, actor: Actor, name: str, stage_id: int | None = None
+) -> int:
     async with database.transaction() as session:
         contact = await contacts.create_contact(
-            session, actor, ContactCreate(name=name, stage_id=stage_id))
+            session, actor, ContactCreate(name=name, stage_id=stage_id)
+        )
         return contact.id
 
 
@@ -51,25 +53,32 @@ async def stage_events(database: Database, contact_id: int) -> list[dict[str, ob
 
 
 async def test_stages_form_an_ordered_list_each_added_at_the_end(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     await add_stages(database, world.admin, "New", "Qualified", "Proposal")
     assert await stage_names(database, world.team_id) == [
-        ("New", 0), ("Qualified", 1), ("Proposal", 2)]
+        ("New", 0),
+        ("Qualified", 1),
+        ("Proposal", 2),
+    ]
 
 
 async def test_a_ninth_stage_is_refused_with_a_clear_error(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     await add_stages(database, world.admin, *(f"Stage {i}" for i in range(1, 9)))
     with pytest.raises(StageLimitReached) as caught:
         await add_stages(database, world.admin, "Ninth")
     assert caught.value.detail == "a team has at most 8 stages; remove one before adding 'Ninth'"
     assert caught.value.extra == {"limit": MAX_STAGES}
     assert [name for name, _ in await stage_names(database, world.team_id)] == [
-        f"Stage {i}" for i in range(1, 9)]
+        f"Stage {i}" for i in range(1, 9)
+    ]
 
 
 async def test_nine_concurrent_additions_yield_exactly_eight_stages(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     async def add(name: str) -> str:
         try:
             await add_stages(database, world.admin, name)
@@ -92,7 +101,8 @@ async def test_the_limit_is_per_team(database: Database, world: TeamWorld) -> No
 
 
 async def test_a_removed_stage_frees_its_place_for_a_new_one(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     ids = await add_stages(database, world.admin, *(f"Stage {i}" for i in range(8)))
     async with database.transaction() as session:
         await stages.remove_stage(session, world.admin, ids[3])
@@ -102,16 +112,18 @@ async def test_a_removed_stage_frees_its_place_for_a_new_one(
     assert [position for _, position in names] == list(range(8))
 
 
-async def test_two_stages_of_a_team_cannot_share_a_name(database: Database,
-                                                        world: TeamWorld) -> None:
+async def test_two_stages_of_a_team_cannot_share_a_name(
+    database: Database, world: TeamWorld
+) -> None:
     await add_stages(database, world.admin, "New")
     with pytest.raises(DuplicateName, match="a stage named 'New' already exists"):
         await add_stages(database, world.admin, "New")
     assert await stage_names(database, world.team_id) == [("New", 0)]
 
 
-async def test_concurrent_additions_of_one_name_make_one_stage(database: Database,
-                                                               world: TeamWorld) -> None:
+async def test_concurrent_additions_of_one_name_make_one_stage(
+    database: Database, world: TeamWorld
+) -> None:
     async def add() -> str:
         try:
             await add_stages(database, world.admin, "Won")
@@ -132,8 +144,9 @@ async def test_renaming_a_stage_keeps_its_place(database: Database, world: TeamW
     assert await stage_names(database, world.team_id) == [("Fresh", 0), ("Qualified", 1)]
 
 
-async def test_a_stage_cannot_be_renamed_to_a_name_in_use(database: Database,
-                                                          world: TeamWorld) -> None:
+async def test_a_stage_cannot_be_renamed_to_a_name_in_use(
+    database: Database, world: TeamWorld
+) -> None:
     ids = await add_stages(database, world.admin, "New", "Qualified")
     with pytest.raises(DuplicateName):
         async with database.transaction() as session:
@@ -149,8 +162,9 @@ async def test_reordering_sets_every_position(database: Database, world: TeamWor
     assert await stage_names(database, world.team_id) == [("C", 0), ("A", 1), ("B", 2)]
 
 
-async def test_a_new_order_must_name_every_stage_exactly_once(database: Database,
-                                                              world: TeamWorld) -> None:
+async def test_a_new_order_must_name_every_stage_exactly_once(
+    database: Database, world: TeamWorld
+) -> None:
     other = await make_team(database, "Other")
     (foreign,) = await add_stages(database, other.admin, "Theirs")
     a, b, c = await add_stages(database, world.admin, "A", "B", "C")
@@ -170,23 +184,33 @@ async def test_removing_a_stage_closes_the_gap(database: Database, world: TeamWo
 
 
 async def test_a_contacts_stage_change_is_recorded_on_its_timeline(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     new, won = await add_stages(database, world.admin, "New", "Won")
     contact_id = await new_contact(database, world.agent, "Jane", stage_id=new)
     async with database.transaction() as session:
-        await contacts.update_contact(session, world.agent, contact_id,
-                                      ContactUpdate(stage_id=won))
+        await contacts.update_contact(session, world.agent, contact_id, ContactUpdate(stage_id=won))
     async with database.transaction() as session:  # the same stage again: nothing happens
-        await contacts.update_contact(session, world.agent, contact_id,
-                                      ContactUpdate(stage_id=won))
+        await contacts.update_contact(session, world.agent, contact_id, ContactUpdate(stage_id=won))
     async with database.transaction() as session:
-        await contacts.update_contact(session, world.agent, contact_id,
-                                      ContactUpdate(clear_stage=True))
+        await contacts.update_contact(
+            session, world.agent, contact_id, ContactUpdate(clear_stage=True)
+        )
     assert await stage_events(database, contact_id) == [
-        {"from_stage_id": won, "from_stage": "Won", "to_stage_id": None, "to_stage": None,
-         "reason": None},
-        {"from_stage_id": new, "from_stage": "New", "to_stage_id": won, "to_stage": "Won",
-         "reason": None},
+        {
+            "from_stage_id": won,
+            "from_stage": "Won",
+            "to_stage_id": None,
+            "to_stage": None,
+            "reason": None,
+        },
+        {
+            "from_stage_id": new,
+            "from_stage": "New",
+            "to_stage_id": won,
+            "to_stage": "Won",
+            "reason": None,
+        },
     ]
     async with database.transaction(read_only=True) as session:
         event = (await timeline.page(session, contact_id, kinds=["stage_changed"])).events[0]
@@ -194,15 +218,22 @@ async def test_a_contacts_stage_change_is_recorded_on_its_timeline(
 
 
 async def test_a_stage_removed_from_under_contacts_is_recorded_on_their_timelines(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     doomed, kept = await add_stages(database, world.admin, "Doomed", "Kept")
-    on_doomed = [await new_contact(database, world.admin, f"D{i}", stage_id=doomed)
-                 for i in range(3)]
+    on_doomed = [
+        await new_contact(database, world.admin, f"D{i}", stage_id=doomed) for i in range(3)
+    ]
     on_kept = await new_contact(database, world.admin, "K", stage_id=kept)
     async with database.transaction() as session:
         await stages.remove_stage(session, world.admin, doomed)
-    removed = {"from_stage_id": doomed, "from_stage": "Doomed", "to_stage_id": None,
-               "to_stage": None, "reason": "stage removed"}
+    removed = {
+        "from_stage_id": doomed,
+        "from_stage": "Doomed",
+        "to_stage_id": None,
+        "to_stage": None,
+        "reason": "stage removed",
+    }
     for contact_id in on_doomed:
         assert await stage_events(database, contact_id) == [removed]
     assert await stage_events(database, on_kept) == []
@@ -212,7 +243,8 @@ async def test_a_stage_removed_from_under_contacts_is_recorded_on_their_timeline
 
 
 async def test_removing_all_stages_records_every_contact_that_had_one(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     first, second = await add_stages(database, world.admin, "First", "Second")
     a = await new_contact(database, world.admin, "A", stage_id=first)
     b = await new_contact(database, world.admin, "B", stage_id=second)
@@ -244,7 +276,8 @@ async def test_only_admins_change_the_stages(database: Database, world: TeamWorl
 
 
 async def test_another_teams_stage_cannot_be_seen_changed_or_given_to_a_contact(
-        database: Database, world: TeamWorld) -> None:
+    database: Database, world: TeamWorld
+) -> None:
     other = await make_team(database, "Other")
     (theirs,) = await add_stages(database, other.admin, "Theirs")
     attempts: list[Attempt] = [
@@ -259,21 +292,26 @@ async def test_another_teams_stage_cannot_be_seen_changed_or_given_to_a_contact(
     contact_id = await new_contact(database, world.admin, "Jane")
     with pytest.raises(InvalidInput) as caught:
         async with database.transaction() as session:
-            await contacts.update_contact(session, world.admin, contact_id,
-                                          ContactUpdate(stage_id=theirs))
+            await contacts.update_contact(
+                session, world.admin, contact_id, ContactUpdate(stage_id=theirs)
+            )
     assert caught.value.field == "stage_id"
     with pytest.raises(InvalidInput):
         await new_contact(database, world.admin, "Jim", stage_id=theirs)
     assert await stage_names(database, other.team_id) == [("Theirs", 0)]
     async with database.transaction(read_only=True) as session:
-        assert await session.scalar(select(TimelineEvent.id).where(
-            TimelineEvent.kind == "stage_changed")) is None
+        assert (
+            await session.scalar(
+                select(TimelineEvent.id).where(TimelineEvent.kind == "stage_changed")
+            )
+            is None
+        )
         assert (await session.get(Stage, theirs)) is not None
 
 
 async def test_a_contact_moved_onto_a_stage_being_removed_is_refused_clearly(
-        database: Database, world: TeamWorld,
-        until_blocked: Callable[[], Awaitable[None]]) -> None:
+    database: Database, world: TeamWorld, until_blocked: Callable[[], Awaitable[None]]
+) -> None:
     """The move waits for the removal, then finds the stage gone: a clear InvalidInput, not
     a foreign-key failure from the database."""
     (doomed,) = await add_stages(database, world.admin, "Doomed")
@@ -282,8 +320,9 @@ async def test_a_contact_moved_onto_a_stage_being_removed_is_refused_clearly(
     async def move() -> str:
         try:
             async with database.transaction() as session:
-                await contacts.update_contact(session, world.agent, contact_id,
-                                              ContactUpdate(stage_id=doomed))
+                await contacts.update_contact(
+                    session, world.agent, contact_id, ContactUpdate(stage_id=doomed)
+                )
         except InvalidInput as refused:
             return f"refused: {refused.field}"
         return "moved"
@@ -297,8 +336,8 @@ async def test_a_contact_moved_onto_a_stage_being_removed_is_refused_clearly(
 
 
 async def test_a_stage_removed_while_a_contact_moves_onto_it_records_both_moves(
-        database: Database, world: TeamWorld,
-        until_blocked: Callable[[], Awaitable[None]]) -> None:
+    database: Database, world: TeamWorld, until_blocked: Callable[[], Awaitable[None]]
+) -> None:
     """The removal waits for the move, then sees the contact on the stage and records that
     it lost it: no contact leaves a stage without a timeline entry saying so."""
     (doomed,) = await add_stages(database, world.admin, "Doomed")
@@ -309,14 +348,16 @@ async def test_a_stage_removed_while_a_contact_moves_onto_it_records_both_moves(
             await stages.remove_stage(session, world.admin, doomed)
 
     async with database.transaction() as moving:
-        await contacts.update_contact(moving, world.agent, contact_id,
-                                      ContactUpdate(stage_id=doomed))
+        await contacts.update_contact(
+            moving, world.agent, contact_id, ContactUpdate(stage_id=doomed)
+        )
         racing = asyncio.create_task(remove())
         await until_blocked()
     await racing
-    assert [(e["from_stage"], e["to_stage"], e["reason"])
-            for e in await stage_events(database, contact_id)] == [
-        ("Doomed", None, "stage removed"), (None, "Doomed", None)]
+    assert [
+        (e["from_stage"], e["to_stage"], e["reason"])
+        for e in await stage_events(database, contact_id)
+    ] == [("Doomed", None, "stage removed"), (None, "Doomed", None)]
     async with database.transaction(read_only=True) as session:
         contact = await session.get_one(Contact, contact_id)
     assert contact.stage_id is None

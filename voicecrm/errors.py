@@ -65,8 +65,9 @@ class ScenarioInvalid(InvalidInput):
 
     def __init__(self, issues: list[ScenarioIssue]) -> None:
         self.issues = issues
-        super().__init__("\n".join(str(issue) for issue in issues),
-                         issues=[str(issue) for issue in issues])
+        super().__init__(
+            "\n".join(str(issue) for issue in issues), issues=[str(issue) for issue in issues]
+        )
 
 
 class ScenarioIssue:
@@ -83,7 +84,6 @@ class ScenarioIssue:
 
 
 class NotFound(VoiceCRMError):
-
     title = "Not found"
 
 

@@ -29,10 +29,12 @@ class Api:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    async def call(self, method: str, path: str, json: Any = None,
-                   params: Any = None) -> tuple[int, Any]:
-        response = await self.client.request(method, "/api/v1" + path, json=json,
-                                             params=params, headers=self.headers())
+    async def call(
+        self, method: str, path: str, json: Any = None, params: Any = None
+    ) -> tuple[int, Any]:
+        response = await self.client.request(
+            method, "/api/v1" + path, json=json, params=params, headers=self.headers()
+        )
         if response.status == 204:
             return 204, None
         content_type = response.headers.get("Content-Type", "")
@@ -57,8 +59,9 @@ class Api:
 
 
 @pytest.fixture
-async def client(aiohttp_client: ClientFactory, database_url: str,
-                 world: TeamWorld) -> TestClient[Any, Any]:
+async def client(
+    aiohttp_client: ClientFactory, database_url: str, world: TeamWorld
+) -> TestClient[Any, Any]:
     settings = Settings(database_url=database_url, migrate_on_start=False)
     return await aiohttp_client(build_app(settings))
 

@@ -28,8 +28,7 @@ PROBLEM = "application/problem+json"
 
 
 async def raw(api: Api, method: str, path: str, json: Any = None) -> tuple[int, str, Any]:
-    response = await api.client.request(method, "/api/v1" + path, json=json,
-                                        headers=api.headers())
+    response = await api.client.request(method, "/api/v1" + path, json=json, headers=api.headers())
     if response.status == 204:
         return 204, "", None
     return response.status, response.content_type, await response.json(content_type=None)
@@ -48,33 +47,58 @@ async def theirs(api: Api, database: Database) -> TheirWorld:
     other = await make_team(database, "Other")
     them = api.as_(other.admin_token)
     _, stage = await them.post("/stages", {"name": "Their stage"})
-    _, contact = await them.post("/contacts", {
-        "name": "Their contact", "phones": [{"number": "+14155550123"}],
-        "emails": [{"email": "their@example.com"}], "tags": ["theirs"], "stage_id": stage["id"]})
+    _, contact = await them.post(
+        "/contacts",
+        {
+            "name": "Their contact",
+            "phones": [{"number": "+14155550123"}],
+            "emails": [{"email": "their@example.com"}],
+            "tags": ["theirs"],
+            "stage_id": stage["id"],
+        },
+    )
     _, spare = await them.post("/contacts", {"name": "Their spare"})
     _, note = await them.post(f"/contacts/{contact['id']}/notes", {"content": "private"})
     _, tokens = await them.get(f"/users/{other.agent.user_id}/tokens")
-    return TheirWorld(other, {
-        "contact_id": contact["id"], "spare_id": spare["id"], "note_id": note["id"],
-        "stage_id": stage["id"], "user_id": other.agent.user_id or 0,
-        "token_id": tokens["items"][0]["id"]})
+    return TheirWorld(
+        other,
+        {
+            "contact_id": contact["id"],
+            "spare_id": spare["id"],
+            "note_id": note["id"],
+            "stage_id": stage["id"],
+            "user_id": other.agent.user_id or 0,
+            "token_id": tokens["items"][0]["id"],
+        },
+    )
 
 
 async def their_state(api: Api, theirs: TheirWorld) -> Any:
     them = api.as_(theirs.world.admin_token)
     contact_id = theirs.ids["contact_id"]
-    return [await them.get(f"/contacts/{contact_id}"), await them.get("/contacts"),
-            await them.get(f"/contacts/{contact_id}/notes"), await them.get("/stages"),
-            await them.get(f"/users/{theirs.ids['user_id']}/tokens"), await them.get("/team"),
-            await them.get(f"/contacts/{contact_id}/timeline")]
+    return [
+        await them.get(f"/contacts/{contact_id}"),
+        await them.get("/contacts"),
+        await them.get(f"/contacts/{contact_id}/notes"),
+        await them.get("/stages"),
+        await them.get(f"/users/{theirs.ids['user_id']}/tokens"),
+        await them.get("/team"),
+        await them.get(f"/contacts/{contact_id}/timeline"),
+    ]
 
 
-async def test_a_token_never_reads_or_changes_another_teams_data(api: Api,
-                                                                 theirs: TheirWorld) -> None:
+async def test_a_token_never_reads_or_changes_another_teams_data(
+    api: Api, theirs: TheirWorld
+) -> None:
     before = await their_state(api, theirs)
     ids = theirs.ids
-    c, n, s, u, t = (ids["contact_id"], ids["note_id"], ids["stage_id"], ids["user_id"],
-                     ids["token_id"])
+    c, n, s, u, t = (
+        ids["contact_id"],
+        ids["note_id"],
+        ids["stage_id"],
+        ids["user_id"],
+        ids["token_id"],
+    )
     not_found = [
         ("GET", f"/contacts/{c}", None),
         ("PATCH", f"/contacts/{c}", {"name": "Mine now"}),
@@ -104,16 +128,27 @@ async def test_a_token_never_reads_or_changes_another_teams_data(api: Api,
         ("PATCH", f"/contacts/{mine['id']}", {"responsible_user_id": u}, 422),
         ("POST", "/contacts", {"name": "X", "stage_id": s}, 422),
         ("PUT", "/stages/order", {"stage_ids": [s]}, 422),
-        ("POST", "/contacts/bulk", {"action": "set_stage", "stage_id": s,
-                                    "selection": {"ids": [mine["id"]]}}, 422),
-        ("POST", "/contacts/bulk", {"action": "set_responsible", "user_id": u,
-                                    "selection": {"ids": [mine["id"]]}}, 422),
+        (
+            "POST",
+            "/contacts/bulk",
+            {"action": "set_stage", "stage_id": s, "selection": {"ids": [mine["id"]]}},
+            422,
+        ),
+        (
+            "POST",
+            "/contacts/bulk",
+            {"action": "set_responsible", "user_id": u, "selection": {"ids": [mine["id"]]}},
+            422,
+        ),
     ]
     for method, path, body, expected in refused:
         status, media_type, _ = await raw(api, method, path, body)
         assert (status, media_type) == (expected, PROBLEM), (method, path, body)
-    for action in ({"action": "delete"}, {"action": "tag", "tags": ["x"]},
-                   {"action": "set_status", "status": "lost"}):
+    for action in (
+        {"action": "delete"},
+        {"action": "tag", "tags": ["x"]},
+        {"action": "set_status", "status": "lost"},
+    ):
         selections: list[dict[str, Any]] = [{"ids": [c, ids["spare_id"]]}, {"filter": {}}]
         for selection in selections:
             status, result = await api.post("/contacts/bulk", {**action, "selection": selection})
@@ -121,13 +156,20 @@ async def test_a_token_never_reads_or_changes_another_teams_data(api: Api,
     assert await their_state(api, theirs) == before
 
 
-async def test_nothing_of_another_team_shows_up_in_lists_or_searches(api: Api,
-                                                                     theirs: TheirWorld) -> None:
+async def test_nothing_of_another_team_shows_up_in_lists_or_searches(
+    api: Api, theirs: TheirWorld
+) -> None:
     await api.post("/contacts", {"name": "Mine", "tags": ["mine"]})
-    for params in ({}, {"q": "their"}, {"phone": "+14155550123"}, {"q": "4155550123"},
-                   {"email": "their@example.com"}, {"tag": "theirs"},
-                   {"stage_id": str(theirs.ids["stage_id"])},
-                   {"responsible_user_id": str(theirs.ids["user_id"])}):
+    for params in (
+        {},
+        {"q": "their"},
+        {"phone": "+14155550123"},
+        {"q": "4155550123"},
+        {"email": "their@example.com"},
+        {"tag": "theirs"},
+        {"stage_id": str(theirs.ids["stage_id"])},
+        {"responsible_user_id": str(theirs.ids["user_id"])},
+    ):
         status, page = await api.get("/contacts", **params)
         assert status == 200
         assert [c["name"] for c in page["items"]] == ([] if params else ["Mine"]), params
@@ -141,9 +183,11 @@ async def test_nothing_of_another_team_shows_up_in_lists_or_searches(api: Api,
 
 
 async def test_a_team_can_show_agents_only_the_contacts_they_are_responsible_for(
-        api: Api, agent_api: Api, world: TeamWorld) -> None:
-    _, mine = await api.post("/contacts", {"name": "Mine", "tags": ["vip"],
-                                           "responsible_user_id": world.agent.user_id})
+    api: Api, agent_api: Api, world: TeamWorld
+) -> None:
+    _, mine = await api.post(
+        "/contacts", {"name": "Mine", "tags": ["vip"], "responsible_user_id": world.agent.user_id}
+    )
     _, not_mine = await api.post("/contacts", {"name": "Not mine", "tags": ["vip", "secret"]})
 
     def names(page: Any) -> list[str]:
@@ -156,17 +200,19 @@ async def test_a_team_can_show_agents_only_the_contacts_they_are_responsible_for
     assert names((await api.get("/contacts", sort="name"))[1]) == ["Mine", "Not mine"]
     assert (await agent_api.get("/tags"))[1] == {"items": [{"tag": "vip", "count": 1}]}
     hidden = not_mine["id"]
-    for method, path, body in (("GET", f"/contacts/{hidden}", None),
-                               ("PATCH", f"/contacts/{hidden}", {"name": "x"}),
-                               ("GET", f"/contacts/{hidden}/notes", None),
-                               ("POST", f"/contacts/{hidden}/notes", {"content": "x"}),
-                               ("GET", f"/contacts/{hidden}/timeline", None),
-                               ("POST", f"/contacts/{hidden}/tags", {"tags": ["x"]}),
-                               ("POST", "/contacts/merge", {"survivor_id": mine["id"],
-                                                            "merged_ids": [hidden]})):
+    for method, path, body in (
+        ("GET", f"/contacts/{hidden}", None),
+        ("PATCH", f"/contacts/{hidden}", {"name": "x"}),
+        ("GET", f"/contacts/{hidden}/notes", None),
+        ("POST", f"/contacts/{hidden}/notes", {"content": "x"}),
+        ("GET", f"/contacts/{hidden}/timeline", None),
+        ("POST", f"/contacts/{hidden}/tags", {"tags": ["x"]}),
+        ("POST", "/contacts/merge", {"survivor_id": mine["id"], "merged_ids": [hidden]}),
+    ):
         assert (await agent_api.call(method, path, json=body))[0] == 404, (method, path)
-    status, result = await agent_api.post("/contacts/bulk", {
-        "action": "set_status", "status": "won", "selection": {"filter": {}}})
+    status, result = await agent_api.post(
+        "/contacts/bulk", {"action": "set_status", "status": "won", "selection": {"filter": {}}}
+    )
     assert (status, result["affected"]) == (200, 1)
     assert (await api.get(f"/contacts/{hidden}"))[1]["status"] == "open"
     status, created = await agent_api.post("/contacts", {"name": "Fresh lead"})
@@ -177,8 +223,9 @@ async def test_a_team_can_show_agents_only_the_contacts_they_are_responsible_for
     assert (status, resolved["created"]) == (200, True)
     assert resolved["contact"]["responsible_user_id"] == world.agent.user_id
     await api.patch(f"/contacts/{hidden}", {"phones": [{"number": "+14155550888"}]})
-    status, media_type, _ = await raw(agent_api, "POST", "/callers/resolve",
-                                      {"number": "+14155550888", "caller_name": "Peeker"})
+    status, media_type, _ = await raw(
+        agent_api, "POST", "/callers/resolve", {"number": "+14155550888", "caller_name": "Peeker"}
+    )
     assert (status, media_type) == (404, PROBLEM)
     assert (await api.get(f"/contacts/{hidden}"))[1]["caller_id_name"] is None
 
@@ -195,8 +242,9 @@ async def test_every_route_but_health_and_the_document_needs_a_token(api: Api) -
     routes = [r for r in all_routes().routes if r.auth]
     assert len(routes) > 25
     for route in routes:
-        response = await api.client.request(route.method, API_PREFIX + _concrete(route.path),
-                                            json={})
+        response = await api.client.request(
+            route.method, API_PREFIX + _concrete(route.path), json={}
+        )
         assert response.status == 401, (route.method, route.path)
         assert response.content_type == PROBLEM
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="voicecrm"'
@@ -204,20 +252,26 @@ async def test_every_route_but_health_and_the_document_needs_a_token(api: Api) -
     assert (await anonymous.get("/openapi.json"))[0] == 200
 
 
-async def test_agents_are_refused_every_admin_route_before_anything_happens(
-        agent_api: Api) -> None:
+async def test_agents_are_refused_every_admin_route_before_anything_happens(agent_api: Api) -> None:
     routes = [r for r in all_routes().routes if r.admin_only]
-    assert {(r.method, r.path) for r in routes} >= {("POST", "/stages"), ("PATCH", "/team"),
-                                                    ("POST", "/users"), ("DELETE", "/stages")}
+    assert {(r.method, r.path) for r in routes} >= {
+        ("POST", "/stages"),
+        ("PATCH", "/team"),
+        ("POST", "/users"),
+        ("DELETE", "/stages"),
+    }
     for route in routes:
         body = {"name": "x", "stage_ids": [1], "email": "x@example.com"}
-        accepted = {k: v for k, v in body.items()
-                    if route.body is not None and k in route.body.model_fields}
-        status, media_type, problem = await raw(agent_api, route.method,
-                                                _concrete(route.path),
-                                                accepted if route.body else None)
+        accepted = {
+            k: v for k, v in body.items() if route.body is not None and k in route.body.model_fields
+        }
+        status, media_type, problem = await raw(
+            agent_api, route.method, _concrete(route.path), accepted if route.body else None
+        )
         assert (status, media_type, problem["title"]) == (403, PROBLEM, "Permission denied"), (
-            route.method, route.path)
+            route.method,
+            route.path,
+        )
 
 
 async def test_unknown_paths_and_methods_are_problems_too(api: Api) -> None:
@@ -246,35 +300,45 @@ async def test_a_body_must_be_json_and_present(api: Api) -> None:
     assert (await api.get("/contacts"))[1]["items"] == []
 
 
-@pytest.mark.parametrize("payload", [
-    pytest.param('{"name": "a\\u0000b"}', id="nul-in-a-name"),
-    pytest.param('{"name": "x", "tags": ["a\\u0000"]}', id="nul-in-a-tag"),
-    pytest.param('{"name": "\\ud800"}', id="lone-surrogate"),
-    pytest.param('{"name": "x", "custom_fields": {"k\\u0000": "v"}}', id="nul-in-a-key"),
-    pytest.param('{"name": "x", "custom_fields": {"k": NaN}}', id="not-a-number"),
-    pytest.param('{"name": "x", "custom_fields": {"k": Infinity}}', id="infinity"),
-])
-async def test_text_no_database_can_store_is_refused_as_invalid_input(api: Api,
-                                                                      payload: str) -> None:
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param('{"name": "a\\u0000b"}', id="nul-in-a-name"),
+        pytest.param('{"name": "x", "tags": ["a\\u0000"]}', id="nul-in-a-tag"),
+        pytest.param('{"name": "\\ud800"}', id="lone-surrogate"),
+        pytest.param('{"name": "x", "custom_fields": {"k\\u0000": "v"}}', id="nul-in-a-key"),
+        pytest.param('{"name": "x", "custom_fields": {"k": NaN}}', id="not-a-number"),
+        pytest.param('{"name": "x", "custom_fields": {"k": Infinity}}', id="infinity"),
+    ],
+)
+async def test_text_no_database_can_store_is_refused_as_invalid_input(
+    api: Api, payload: str
+) -> None:
     """PostgreSQL refuses NUL characters and lone surrogates cannot be encoded, and JSON
     has no NaN: each would otherwise fail in the driver, a 500 on one engine only."""
-    response = await api.client.post("/api/v1/contacts", data=payload.encode(), headers={
-        **api.headers(), "Content-Type": "application/json"})
+    response = await api.client.post(
+        "/api/v1/contacts",
+        data=payload.encode(),
+        headers={**api.headers(), "Content-Type": "application/json"},
+    )
     assert response.status in (400, 422), await response.text()
     assert response.content_type == PROBLEM
     assert (await api.get("/contacts"))[1]["items"] == []
 
 
 @pytest.mark.parametrize("params", [{"q": "a\x00b"}, {"name": "\x00"}, {"cursor": "\x00"}])
-async def test_query_text_no_database_can_store_is_refused(api: Api,
-                                                           params: dict[str, str]) -> None:
+async def test_query_text_no_database_can_store_is_refused(
+    api: Api, params: dict[str, str]
+) -> None:
     status, media_type, problem = await raw(
-        api, "GET", "/contacts?" + "&".join(f"{k}=%00" for k in params))
+        api, "GET", "/contacts?" + "&".join(f"{k}=%00" for k in params)
+    )
     assert (status, media_type, problem["status"]) == (422, PROBLEM, 422)
 
 
 async def test_ids_no_database_can_hold_are_refused_as_invalid_input(
-        api: Api, world: TeamWorld) -> None:
+    api: Api, world: TeamWorld
+) -> None:
     """Beyond a BIGINT the drivers refuse to bind a number: that must be a 422, not a 500."""
     _, mine = await api.post("/contacts", {"name": "Mine"})
     huge = 2**63
@@ -282,12 +346,19 @@ async def test_ids_no_database_can_hold_are_refused_as_invalid_input(
         ("POST", "/contacts", {"name": "X", "stage_id": huge}, "stage_id"),
         ("POST", "/contacts", {"name": "X", "responsible_user_id": huge}, "responsible_user_id"),
         ("PATCH", f"/contacts/{mine['id']}", {"stage_id": -1}, "stage_id"),
-        ("PATCH", f"/contacts/{mine['id']}", {"responsible_user_id": huge},
-         "responsible_user_id"),
-        ("POST", "/contacts/bulk", {"action": "set_stage", "stage_id": huge,
-                                    "selection": {"ids": [mine["id"]]}}, "stage_id"),
-        ("POST", "/contacts/bulk", {"action": "set_responsible", "user_id": huge,
-                                    "selection": {"ids": [mine["id"]]}}, "responsible_user_id"),
+        ("PATCH", f"/contacts/{mine['id']}", {"responsible_user_id": huge}, "responsible_user_id"),
+        (
+            "POST",
+            "/contacts/bulk",
+            {"action": "set_stage", "stage_id": huge, "selection": {"ids": [mine["id"]]}},
+            "stage_id",
+        ),
+        (
+            "POST",
+            "/contacts/bulk",
+            {"action": "set_responsible", "user_id": huge, "selection": {"ids": [mine["id"]]}},
+            "responsible_user_id",
+        ),
     ):
         status, media_type, problem = await raw(api, method, path, body)
         assert (status, media_type, problem.get("field")) == (422, PROBLEM, field), (path, body)
@@ -317,13 +388,17 @@ async def test_every_page_is_reachable_whatever_the_names(api: Api, letter: str)
 
 
 async def test_bodies_above_the_configured_limit_are_refused(
-        aiohttp_client: ClientFactory, database_url: str, world: TeamWorld) -> None:
+    aiohttp_client: ClientFactory, database_url: str, world: TeamWorld
+) -> None:
     settings = Settings(database_url=database_url, migrate_on_start=False, max_body_bytes=2048)
     client = await aiohttp_client(build_app(settings))
     headers = {"Authorization": f"Bearer {world.admin_token}"}
     small = {"name": "Small", "custom_fields": {f"k{i}": "v" * 100 for i in range(15)}}
-    big = {"name": "Big", "company": "x" * 150, "custom_fields": {
-        f"k{i}": "v" * 100 for i in range(30)}}
+    big = {
+        "name": "Big",
+        "company": "x" * 150,
+        "custom_fields": {f"k{i}": "v" * 100 for i in range(30)},
+    }
     assert len(json.dumps(small)) < 2048 < len(json.dumps(big))
     assert (await client.post("/api/v1/contacts", json=small, headers=headers)).status == 201
     response = await client.post("/api/v1/contacts", json=big, headers=headers)
@@ -333,7 +408,8 @@ async def test_bodies_above_the_configured_limit_are_refused(
 
 
 async def test_health_says_503_when_the_database_cannot_be_reached(
-        aiohttp_client: ClientFactory) -> None:
+    aiohttp_client: ClientFactory,
+) -> None:
     gone = Database("postgresql+asyncpg://nobody:nothing@127.0.0.1:1/nowhere")
     app = web.Application(middlewares=[problem_middleware])
     app[DATABASE] = gone

@@ -8,15 +8,22 @@ from tests.api.conftest import Api
 
 
 async def test_create_and_read_a_contact(api: Api) -> None:
-    status, body = await api.post("/contacts", {
-        "name": "Jane Roe", "company": "Roe & Co",
-        "phones": [{"number": "(415) 555-0123", "label": "work"}],
-        "emails": [{"email": "Jane@Example.com"}], "tags": ["VIP", "lead"],
-        "rating": 2, "custom_fields": {"plan": "gold"},
-    })
+    status, body = await api.post(
+        "/contacts",
+        {
+            "name": "Jane Roe",
+            "company": "Roe & Co",
+            "phones": [{"number": "(415) 555-0123", "label": "work"}],
+            "emails": [{"email": "Jane@Example.com"}],
+            "tags": ["VIP", "lead"],
+            "rating": 2,
+            "custom_fields": {"plan": "gold"},
+        },
+    )
     assert status == 201, body
-    assert body["phones"] == [{"e164": "+14155550123", "original": "(415) 555-0123",
-                               "label": "work", "region": "US"}]
+    assert body["phones"] == [
+        {"e164": "+14155550123", "original": "(415) 555-0123", "label": "work", "region": "US"}
+    ]
     assert body["emails"] == [{"email": "jane@example.com", "label": "work"}]
     assert body["tags"] == ["lead", "vip"]
     assert body["source"] == "api"
@@ -25,8 +32,9 @@ async def test_create_and_read_a_contact(api: Api) -> None:
 
 
 async def test_an_invalid_phone_is_refused_with_a_problem(api: Api) -> None:
-    response = await api.client.post("/api/v1/contacts", headers=api.headers(),
-                                     json={"name": "X", "phones": [{"number": "12"}]})
+    response = await api.client.post(
+        "/api/v1/contacts", headers=api.headers(), json={"name": "X", "phones": [{"number": "12"}]}
+    )
     assert response.status == 422
     assert response.headers["Content-Type"].startswith("application/problem+json")
     problem = await response.json(content_type=None)
@@ -37,11 +45,13 @@ async def test_an_invalid_phone_is_refused_with_a_problem(api: Api) -> None:
 
 
 async def test_one_number_belongs_to_one_contact(api: Api) -> None:
-    status, first = await api.post("/contacts", {"name": "A", "phones": [{"number":
-                                                                           "+14155550123"}]})
+    status, first = await api.post(
+        "/contacts", {"name": "A", "phones": [{"number": "+14155550123"}]}
+    )
     assert status == 201
-    status, problem = await api.post("/contacts", {"name": "B", "phones": [{"number":
-                                                                             "415-555-0123"}]})
+    status, problem = await api.post(
+        "/contacts", {"name": "B", "phones": [{"number": "415-555-0123"}]}
+    )
     assert status == 409
     assert problem["contact_id"] == first["id"]
     assert "+14155550123 already belongs to contact" in problem["detail"]
@@ -51,8 +61,7 @@ async def test_duplicates_are_allowed_when_the_team_says_so(api: Api) -> None:
     await api.post("/contacts", {"name": "A", "phones": [{"number": "+14155550123"}]})
     status, _ = await api.patch("/team", {"allow_duplicate_phones": True})
     assert status == 200
-    status, _ = await api.post("/contacts", {"name": "B", "phones": [{"number":
-                                                                       "+14155550123"}]})
+    status, _ = await api.post("/contacts", {"name": "B", "phones": [{"number": "+14155550123"}]})
     assert status == 201
     status, problem = await api.patch("/team", {"allow_duplicate_phones": False})
     assert status == 409 and "merge those contacts" in problem["detail"]
@@ -60,8 +69,9 @@ async def test_duplicates_are_allowed_when_the_team_says_so(api: Api) -> None:
 
 async def test_patch_changes_only_what_it_names_and_records_it(api: Api) -> None:
     _, contact = await api.post("/contacts", {"name": "Jane", "company": "Acme"})
-    status, body = await api.patch(f"/contacts/{contact['id']}", {"name": "Jane Roe",
-                                                                  "status": "won"})
+    status, body = await api.patch(
+        f"/contacts/{contact['id']}", {"name": "Jane Roe", "status": "won"}
+    )
     assert status == 200
     assert (body["name"], body["company"], body["status"]) == ("Jane Roe", "Acme", "won")
     _, reopened = await api.patch(f"/contacts/{contact['id']}", {"status": "open"})
@@ -73,8 +83,9 @@ async def test_patch_changes_only_what_it_names_and_records_it(api: Api) -> None
 
 
 async def test_search_finds_a_contact_by_any_form_of_its_number(api: Api) -> None:
-    _, jane = await api.post("/contacts", {"name": "Jane Roe",
-                                           "phones": [{"number": "+14155550123"}]})
+    _, jane = await api.post(
+        "/contacts", {"name": "Jane Roe", "phones": [{"number": "+14155550123"}]}
+    )
     await api.post("/contacts", {"name": "John Doe", "phones": [{"number": "+14155550999"}]})
     for form in ["415 555 0123", "+1 (415) 555-0123", "14155550123", "0123"]:
         status, page = await api.get("/contacts", phone=form)
@@ -115,8 +126,11 @@ async def test_delete_removes_the_contact(api: Api) -> None:
 
 
 async def test_bad_bodies_get_clear_4xx(api: Api) -> None:
-    raw = await api.client.post("/api/v1/contacts", data=b"{not json",
-                                headers={**api.headers(), "Content-Type": "application/json"})
+    raw = await api.client.post(
+        "/api/v1/contacts",
+        data=b"{not json",
+        headers={**api.headers(), "Content-Type": "application/json"},
+    )
     assert raw.status == 400
     assert (await raw.json(content_type=None))["detail"].startswith("the body is not valid JSON")
     status, problem = await api.post("/contacts", {"name": "X", "rating": 9})
@@ -124,9 +138,11 @@ async def test_bad_bodies_get_clear_4xx(api: Api) -> None:
     status, problem = await api.post("/contacts", {"nam": "typo"})
     assert status == 422 and "nam" in problem["detail"]
     big = {"name": "X", "custom_fields": {f"k{i}": "v" * 1000 for i in range(90)}}
-    huge = await api.client.post("/api/v1/contacts",
-                                 headers={**api.headers(), "Content-Type": "application/json"},
-                                 data=io.BytesIO(b'{"name": "' + b"x" * 2_000_000 + b'"}'))
+    huge = await api.client.post(
+        "/api/v1/contacts",
+        headers={**api.headers(), "Content-Type": "application/json"},
+        data=io.BytesIO(b'{"name": "' + b"x" * 2_000_000 + b'"}'),
+    )
     assert huge.status == 413
     status, _ = await api.post("/contacts", big)
     assert status == 201

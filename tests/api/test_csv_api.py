@@ -109,8 +109,9 @@ async def test_agents_may_not_import(agent_api: Api) -> None:
 async def test_a_body_over_the_limit_is_refused_while_it_streams(
     aiohttp_client: ClientFactory, database_url: str, world: TeamWorld
 ) -> None:
-    app = build_app(Settings(database_url=database_url, migrate_on_start=False,
-                             max_import_bytes=4096))
+    app = build_app(
+        Settings(database_url=database_url, migrate_on_start=False, max_import_bytes=4096)
+    )
 
     client: TestClient[Any, Any] = await aiohttp_client(app)
     api = Api(client, world.admin_token)

@@ -49,23 +49,42 @@ from voicecrm.storage import Database
 
 T = TypeVar("T")
 
-CONFIG = schemathesis.Config.from_dict({
-    "generation": {"mode": "all", "max-examples": 25, "deterministic": True, "no-shrink": True,
-                   "database": "none", "with-security-parameters": False},
-    "phases": {"examples": {"enabled": False}, "coverage": {"enabled": False},
-               "stateful": {"enabled": False}, "fuzzing": {"enabled": True}},
-    "checks": {"enabled": False,
-               "not_a_server_error": {"enabled": True},
-               "status_code_conformance": {"enabled": True},
-               "content_type_conformance": {"enabled": True},
-               "response_schema_conformance": {"enabled": True},
-               "negative_data_rejection": {"enabled": True},
-               "ignored_auth": {"enabled": True}},
-    # Known bug, tested below: a `mapping` as long as the document allows does not fit in a
-    # request line. Pinned so the fuzzer keeps testing the rest of the import.
-    "operations": [{"include-method": "POST", "include-path": "/contacts/import",
-                    "parameters": {"query.mapping": "{}"}}],
-})
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "generation": {
+            "mode": "all",
+            "max-examples": 25,
+            "deterministic": True,
+            "no-shrink": True,
+            "database": "none",
+            "with-security-parameters": False,
+        },
+        "phases": {
+            "examples": {"enabled": False},
+            "coverage": {"enabled": False},
+            "stateful": {"enabled": False},
+            "fuzzing": {"enabled": True},
+        },
+        "checks": {
+            "enabled": False,
+            "not_a_server_error": {"enabled": True},
+            "status_code_conformance": {"enabled": True},
+            "content_type_conformance": {"enabled": True},
+            "response_schema_conformance": {"enabled": True},
+            "negative_data_rejection": {"enabled": True},
+            "ignored_auth": {"enabled": True},
+        },
+        # Known bug, tested below: a `mapping` as long as the document allows does not fit in a
+        # request line. Pinned so the fuzzer keeps testing the rest of the import.
+        "operations": [
+            {
+                "include-method": "POST",
+                "include-path": "/contacts/import",
+                "parameters": {"query.mapping": "{}"},
+            }
+        ],
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -82,11 +101,19 @@ async def _seed(url: str) -> str:
         async with database.transaction() as session:
             stage = await stages.add_stage(session, world.admin, "Qualified")
             for i in range(3):
-                contact = await contacts.create_contact(session, world.admin, ContactCreate(
-                    name=f"Person {i}", company="Acme", tags=["vip"], stage_id=stage.id,
-                    phones=[{"number": f"+1415555010{i}"}],
-                    emails=[{"email": f"p{i}@example.com"}],
-                    custom_fields={"plan": "gold", "seats": i}))
+                contact = await contacts.create_contact(
+                    session,
+                    world.admin,
+                    ContactCreate(
+                        name=f"Person {i}",
+                        company="Acme",
+                        tags=["vip"],
+                        stage_id=stage.id,
+                        phones=[{"number": f"+1415555010{i}"}],
+                        emails=[{"email": f"p{i}@example.com"}],
+                        custom_fields={"plan": "gold", "seats": i},
+                    ),
+                )
                 await notes.add_note(session, world.admin, contact.id, NoteIn(content="hello"))
         return world.admin_token
     finally:
@@ -131,14 +158,17 @@ def live_api(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) ->
 # with this pytest version, and an eager schema gives one test per operation.
 DOCUMENT = openapi_document(all_routes(), server_prefix=API_PREFIX)
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG).exclude(
-    method="DELETE", path="/tokens/{token_id}")
+    method="DELETE", path="/tokens/{token_id}"
+)
 
 
 @schema.parametrize()
-def test_every_operation_keeps_the_promises_of_the_document(case: schemathesis.Case[Any],
-                                                            live_api: LiveApi) -> None:
-    case.call_and_validate(base_url=live_api.base_url,
-                           headers={"Authorization": f"Bearer {live_api.token}"})
+def test_every_operation_keeps_the_promises_of_the_document(
+    case: schemathesis.Case[Any], live_api: LiveApi
+) -> None:
+    case.call_and_validate(
+        base_url=live_api.base_url, headers={"Authorization": f"Bearer {live_api.token}"}
+    )
 
 
 # ----------------------------------------------------------------- the document itself
@@ -154,20 +184,25 @@ def test_the_document_lists_exactly_the_routes_the_server_serves(live_api: LiveA
     assert document == json.loads(json.dumps(DOCUMENT))  # what the fuzzer was given
     assert document["openapi"] == "3.1.0"
     assert document["servers"] == [{"url": API_PREFIX}]
-    documented = {(method.upper(), path) for path, item in document["paths"].items()
-                  for method in item}
-    served = {(r.method, re.sub(r"\{(\w+)(?::[^}]*)?\}", r"{\1}", r.path))
-              for r in all_routes().routes}
+    documented = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item
+    }
+    served = {
+        (r.method, re.sub(r"\{(\w+)(?::[^}]*)?\}", r"{\1}", r.path)) for r in all_routes().routes
+    }
     assert documented == served | {("GET", "/openapi.json")}
-    operation_ids = [op["operationId"] for item in document["paths"].values()
-                     for op in item.values()]
+    operation_ids = [
+        op["operationId"] for item in document["paths"].values() for op in item.values()
+    ]
     assert len(operation_ids) == len(set(operation_ids))
 
 
 def test_each_operation_declares_its_security_parameters_and_errors(live_api: LiveApi) -> None:
     paths = _document(live_api)["paths"]
-    by_key = {(r.method.lower(), re.sub(r"\{(\w+)(?::[^}]*)?\}", r"{\1}", r.path)): r
-              for r in all_routes().routes}
+    by_key = {
+        (r.method.lower(), re.sub(r"\{(\w+)(?::[^}]*)?\}", r"{\1}", r.path)): r
+        for r in all_routes().routes
+    }
     for (method, path), route in by_key.items():
         operation = paths[path][method]
         responses = operation["responses"]
@@ -182,23 +217,22 @@ def test_each_operation_declares_its_security_parameters_and_errors(live_api: Li
         for name in re.findall(r"\{(\w+)\}", path):
             (parameter,) = [p for p in operation["parameters"] if p["name"] == name]
             assert parameter["in"] == "path" and parameter["required"] is True
-            assert parameter["schema"] == {"type": "integer", "minimum": 1,
-                                           "maximum": 2**63 - 1}
+            assert parameter["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
             assert "404" in responses, (method, path)
         if route.body is not None:
             assert {"400", "413", "415", "422"} <= set(responses), (method, path)
             assert operation["requestBody"]["required"] is True
         for code, response in responses.items():
             if int(code) >= 400:
-                assert response["content"] == {"application/problem+json": {
-                    "schema": {"$ref": "#/components/schemas/Problem"}}}, (method, path, code)
+                assert response["content"] == {
+                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                }, (method, path, code)
 
 
 def test_the_timeline_has_no_route_to_change_or_delete_history(live_api: LiveApi) -> None:
     paths = _document(live_api)["paths"]
     timeline = {path: set(item) for path, item in paths.items() if "timeline" in path}
     assert timeline == {"/contacts/{contact_id}/timeline": {"get"}}
-
 
 
 def test_any_one_query_parameter_the_document_allows_fits_in_a_request_line() -> None:
@@ -216,10 +250,12 @@ def test_any_one_query_parameter_the_document_allows_fits_in_a_request_line() ->
                 longest = max(s.get("maxLength", 0) for s in [schema, *schema.get("anyOf", [])])
                 line = len(f"{method.upper()} {API_PREFIX}{path}?{parameter['name']}= HTTP/1.1")
                 url_safe = schema.get("pattern") == "^[A-Za-z0-9_-]*$" or any(
-                    s.get("pattern") == "^[A-Za-z0-9_-]*$" for s in schema.get("anyOf", []))
+                    s.get("pattern") == "^[A-Za-z0-9_-]*$" for s in schema.get("anyOf", [])
+                )
                 per_char = 1 if url_safe else 12
                 line += schema.get("maxItems", 1) * (
-                    len(parameter["name"]) + 2 + per_char * longest)
+                    len(parameter["name"]) + 2 + per_char * longest
+                )
                 if line > 8190:
                     too_long.append(f"{method.upper()} {path} {parameter['name']}: {line} bytes")
     assert too_long == []

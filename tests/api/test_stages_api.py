@@ -12,8 +12,7 @@ PROBLEM = "application/problem+json"
 
 async def raw(api: Api, method: str, path: str, json: Any = None) -> tuple[int, str, Any]:
     """Status, media type and body, for asserting on problem documents."""
-    response = await api.client.request(method, "/api/v1" + path, json=json,
-                                        headers=api.headers())
+    response = await api.client.request(method, "/api/v1" + path, json=json, headers=api.headers())
     body = await response.json(content_type=None) if response.status != 204 else None
     return response.status, response.content_type, body
 
@@ -32,17 +31,26 @@ async def test_stages_are_listed_in_order_with_the_limit(api: Api, agent_api: Ap
     first, second = await add(api, " New ", "Qualified")
     status, listed = await agent_api.get("/stages")
     assert status == 200
-    assert listed == {"items": [{"id": first, "name": "New", "position": 0},
-                                {"id": second, "name": "Qualified", "position": 1}], "limit": 8}
+    assert listed == {
+        "items": [
+            {"id": first, "name": "New", "position": 0},
+            {"id": second, "name": "Qualified", "position": 1},
+        ],
+        "limit": 8,
+    }
 
 
 async def test_a_ninth_stage_is_a_conflict_explained_as_problem_json(api: Api) -> None:
     await add(api, *(f"Stage {i}" for i in range(8)))
     status, media_type, problem = await raw(api, "POST", "/stages", {"name": "Ninth"})
     assert (status, media_type) == (409, PROBLEM)
-    assert problem == {"type": "about:blank", "title": "Stage limit reached", "status": 409,
-                       "detail": "a team has at most 8 stages; remove one before adding 'Ninth'",
-                       "limit": 8}
+    assert problem == {
+        "type": "about:blank",
+        "title": "Stage limit reached",
+        "status": 409,
+        "detail": "a team has at most 8 stages; remove one before adding 'Ninth'",
+        "limit": 8,
+    }
     assert len((await api.get("/stages"))[1]["items"]) == 8
 
 
@@ -61,8 +69,14 @@ async def test_a_stage_name_is_used_once(api: Api) -> None:
 
 
 async def test_a_stage_name_must_be_one_to_a_hundred_characters(api: Api) -> None:
-    for body in ({"name": ""}, {"name": "   "}, {"name": "x" * 101}, {}, {"name": 3},
-                 {"name": "ok", "colour": "red"}):
+    for body in (
+        {"name": ""},
+        {"name": "   "},
+        {"name": "x" * 101},
+        {},
+        {"name": 3},
+        {"name": "ok", "colour": "red"},
+    ):
         status, media_type, problem = await raw(api, "POST", "/stages", body)
         assert (status, media_type) == (422, PROBLEM), body
         assert problem["errors"][0]["loc"][0] == "body"
@@ -75,7 +89,10 @@ async def test_rename_and_reorder(api: Api) -> None:
     status, ordered = await api.put("/stages/order", {"stage_ids": [c, a, b]})
     assert status == 200
     assert [(s["name"], s["position"]) for s in ordered["items"]] == [
-        ("C", 0), ("A", 1), ("Bee", 2)]
+        ("C", 0),
+        ("A", 1),
+        ("Bee", 2),
+    ]
     status, problem = await api.put("/stages/order", {"stage_ids": [c, a]})
     assert (status, problem["field"]) == (422, "stage_ids")
     status, problem = await api.patch(f"/stages/{a}", {"name": "C"})
@@ -92,8 +109,14 @@ async def test_removing_a_stage_records_it_on_its_contacts_timelines(api: Api) -
     assert again["stage_id"] is None
     _, history = await api.get(f"/contacts/{contact['id']}/timeline", kind="stage_changed")
     assert [e["data"] for e in history["items"]] == [
-        {"from_stage_id": doomed, "from_stage": "Doomed", "to_stage_id": None, "to_stage": None,
-         "reason": "stage removed"}]
+        {
+            "from_stage_id": doomed,
+            "from_stage": "Doomed",
+            "to_stage_id": None,
+            "to_stage": None,
+            "reason": "stage removed",
+        }
+    ]
 
 
 async def test_removing_every_stage_reports_how_many(api: Api) -> None:
@@ -115,31 +138,37 @@ async def test_moving_a_contact_between_stages_is_on_its_timeline(api: Api, agen
     assert (status, cleared["stage_id"]) == (200, None)
     _, history = await agent_api.get(f"/contacts/{contact['id']}/timeline", kind="stage_changed")
     assert [(e["data"]["from_stage"], e["data"]["to_stage"]) for e in history["items"]] == [
-        ("Won", None), ("New", "Won")]
+        ("Won", None),
+        ("New", "Won"),
+    ]
     status, problem = await agent_api.patch(f"/contacts/{contact['id']}", {"stage_id": 999_999})
     assert (status, problem["field"]) == (422, "stage_id")
 
 
-async def test_agents_read_the_stages_but_only_admins_change_them(api: Api,
-                                                                  agent_api: Api) -> None:
+async def test_agents_read_the_stages_but_only_admins_change_them(api: Api, agent_api: Api) -> None:
     (stage,) = await add(api, "New")
-    for method, path, body in (("POST", "/stages", {"name": "Mine"}),
-                               ("PATCH", f"/stages/{stage}", {"name": "Mine"}),
-                               ("PUT", "/stages/order", {"stage_ids": [stage]}),
-                               ("DELETE", f"/stages/{stage}", None),
-                               ("DELETE", "/stages", None)):
+    for method, path, body in (
+        ("POST", "/stages", {"name": "Mine"}),
+        ("PATCH", f"/stages/{stage}", {"name": "Mine"}),
+        ("PUT", "/stages/order", {"stage_ids": [stage]}),
+        ("DELETE", f"/stages/{stage}", None),
+        ("DELETE", "/stages", None),
+    ):
         status, media_type, problem = await raw(agent_api, method, path, body)
         assert (status, media_type, problem["title"]) == (403, PROBLEM, "Permission denied"), path
     assert (await agent_api.get("/stages"))[1]["items"] == [
-        {"id": stage, "name": "New", "position": 0}]
+        {"id": stage, "name": "New", "position": 0}
+    ]
 
 
 async def test_an_unknown_stage_is_a_404(api: Api) -> None:
-    for method, path, body in (("PATCH", "/stages/999999", {"name": "X"}),
-                               ("DELETE", "/stages/999999", None),
-                               ("DELETE", "/stages/0", None),
-                               ("DELETE", "/stages/abc", None),
-                               ("DELETE", "/stages/\u00b2", None),
-                               ("DELETE", f"/stages/{2**63}", None)):
+    for method, path, body in (
+        ("PATCH", "/stages/999999", {"name": "X"}),
+        ("DELETE", "/stages/999999", None),
+        ("DELETE", "/stages/0", None),
+        ("DELETE", "/stages/abc", None),
+        ("DELETE", "/stages/\u00b2", None),
+        ("DELETE", f"/stages/{2**63}", None),
+    ):
         status, media_type, problem = await raw(api, method, path, body)
         assert (status, media_type, problem["status"]) == (404, PROBLEM, 404), path

@@ -18,13 +18,19 @@ async def _instance(aiohttp_client: ClientFactory, url: str) -> TestClient[Any, 
 
 
 async def test_first_calls_split_across_two_instances_make_one_contact(
-        aiohttp_client: ClientFactory, database_url: str, world: TeamWorld) -> None:
-    instances = [Api(await _instance(aiohttp_client, database_url), world.admin_token)
-                 for _ in range(2)]
-    results = await asyncio.gather(*(
-        instances[i % 2].post("/callers/resolve", {"number": "+1 415 555 0142",
-                                                   "caller_name": "Pat Doe"})
-        for i in range(40)))
+    aiohttp_client: ClientFactory, database_url: str, world: TeamWorld
+) -> None:
+    instances = [
+        Api(await _instance(aiohttp_client, database_url), world.admin_token) for _ in range(2)
+    ]
+    results = await asyncio.gather(
+        *(
+            instances[i % 2].post(
+                "/callers/resolve", {"number": "+1 415 555 0142", "caller_name": "Pat Doe"}
+            )
+            for i in range(40)
+        )
+    )
     assert {status for status, _ in results} == {200}
     assert len({body["contact"]["id"] for _, body in results}) == 1
     assert sum(body["created"] for _, body in results) == 1
@@ -33,11 +39,14 @@ async def test_first_calls_split_across_two_instances_make_one_contact(
 
 
 async def test_nine_stages_added_through_two_instances_leave_eight(
-        aiohttp_client: ClientFactory, database_url: str, world: TeamWorld) -> None:
-    instances = [Api(await _instance(aiohttp_client, database_url), world.admin_token)
-                 for _ in range(2)]
-    results = await asyncio.gather(*(
-        instances[i % 2].post("/stages", {"name": f"Stage {i}"}) for i in range(9)))
+    aiohttp_client: ClientFactory, database_url: str, world: TeamWorld
+) -> None:
+    instances = [
+        Api(await _instance(aiohttp_client, database_url), world.admin_token) for _ in range(2)
+    ]
+    results = await asyncio.gather(
+        *(instances[i % 2].post("/stages", {"name": f"Stage {i}"}) for i in range(9))
+    )
     statuses = sorted(status for status, _ in results)
     assert statuses == [201] * 8 + [409]
     refused = next(body for status, body in results if status == 409)

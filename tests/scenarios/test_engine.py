@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
 from tests.conftest import TeamWorld
@@ -12,7 +14,7 @@ from voicecrm.crm.schemas import UNKNOWN_CALLER
 from voicecrm.storage import Database
 
 
-async def events(database: Database, contact_id: int) -> list[tuple[str, dict[str, object]]]:
+async def events(database: Database, contact_id: int) -> list[tuple[str, dict[str, Any]]]:
     async with database.transaction(read_only=True) as session:
         page = await timeline.page(session, contact_id, limit=100)
     return [(e.kind, e.data) for e in page.events]
@@ -45,7 +47,7 @@ async def test_a_menu_routes_by_the_digit_pressed_and_records_the_transcript(
     kinds = [kind for kind, _ in await events(database, sim.run.contact_id)]
     assert kinds[:2] == ["transcript", "call"]
     transcript = (await events(database, sim.run.contact_id))[0][1]
-    lines = [(line["speaker"], line["text"]) for line in transcript["lines"]]  # type: ignore[index]
+    lines = [(line["speaker"], line["text"]) for line in transcript["lines"]]
     assert lines == [
         ("agent", "Press 1 for sales or 2 for support."),
         ("caller", "2"),

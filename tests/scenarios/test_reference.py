@@ -14,9 +14,12 @@ REFERENCE = Path(__file__).resolve().parents[2] / "scenarios" / "README.md"
 EXAMPLES = re.findall(r"```yaml\n(.*?)```", REFERENCE.read_text(), flags=re.S)
 
 
-@pytest.mark.parametrize(
-    "example", EXAMPLES, ids=[re.search(r"name: (\S+)", e).group(1) for e in EXAMPLES]
-)  # type: ignore[union-attr]
+def _name(example: str) -> str:
+    found = re.search(r"name: (\S+)", example)
+    return found.group(1) if found else "unnamed"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[_name(e) for e in EXAMPLES])
 def test_every_example_in_the_reference_is_valid(example: str) -> None:
     parse_scenario(example, str(REFERENCE))
 

@@ -88,9 +88,7 @@ def build_api(table: RouteTable, *, max_body_bytes: int) -> web.Application:
     """The API sub-application; it finds the `Database` in its parent's state."""
     api = web.Application(middlewares=[problem_middleware], client_max_size=max_body_bytes)
     for route in table.routes:
-        api.router.add_route(
-            route.method, route.path, wrap(route, max_body_bytes=max_body_bytes)
-        )
+        api.router.add_route(route.method, route.path, wrap(route, max_body_bytes=max_body_bytes))
     document = openapi_document(table, server_prefix=API_PREFIX)
 
     async def openapi(_: web.Request) -> web.Response:

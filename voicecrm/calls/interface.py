@@ -46,7 +46,6 @@ class CallSuspended(VoiceCRMError):
     title = "Call suspended"
 
 
-
 @dataclass(frozen=True, slots=True)
 class CallInfo:
     """Who called whom, as the carrier reported it (numbers not yet normalised)."""

@@ -44,13 +44,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port is not None:
         settings = settings.model_copy(update={"port": args.port})
     app = build_app(settings, on_first_start=_print_first_start)
-    print(f"voicecrm {__version__}, database {Database.describe(settings.database_url)}",
-          flush=True)
+    print(
+        f"voicecrm {__version__}, database {Database.describe(settings.database_url)}", flush=True
+    )
 
     def listening(message: object) -> None:
         # aiohttp calls this once its sockets are bound, so "ready" is never premature.
-        print(f"voicecrm: ready at http://{settings.host}:{settings.port}/api/v1 "
-              "(Ctrl+C stops)", flush=True)
+        print(
+            f"voicecrm: ready at http://{settings.host}:{settings.port}/api/v1 (Ctrl+C stops)",
+            flush=True,
+        )
 
     web.run_app(app, host=settings.host, port=settings.port, print=listening)
 
@@ -180,7 +183,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "plain_func"):
             return int(args.plain_func(args))
         if hasattr(args, "sync_func"):
-
             return int(args.sync_func(args, settings))
         func: Command = args.func
         return asyncio.run(func(args, settings))

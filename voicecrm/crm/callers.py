@@ -118,7 +118,6 @@ def _needs_refresh(contact: Contact, name: str | None, phone: NormalizedPhone) -
 
 
 def _refresh(contact: Contact, name: str | None, phone: NormalizedPhone) -> None:
-
     """Only assign what changed, so an unchanged caller costs no UPDATE."""
     if name is not None and contact.caller_id_name != name:
         contact.caller_id_name = name

@@ -51,7 +51,6 @@ async def _move_unless_present(
         )
     )
     for row in rows:
-
         value = getattr(row, key)
         if value in have:
             await session.delete(row)

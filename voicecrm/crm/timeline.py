@@ -182,8 +182,9 @@ async def append_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
         await session.execute(insert(TimelineEvent), list(rows))
 
 
-def _newest_ids(contact_id: int, before: int | None, limit: int,
-                kind: str | None = None) -> Select[Any]:
+def _newest_ids(
+    contact_id: int, before: int | None, limit: int, kind: str | None = None
+) -> Select[Any]:
     query = select(TimelineEvent.id).where(TimelineEvent.contact_id == contact_id)
     if kind is not None:
         query = query.where(TimelineEvent.kind == kind)
@@ -231,8 +232,10 @@ async def page(
     if kinds:
         # One index range per kind, merged: `kind IN (...) ORDER BY id` would walk the
         # contact's whole history looking for a rare kind.
-        parts = [_newest_ids(contact_id, before, wanted, kind).subquery()
-                 for kind in dict.fromkeys(kinds)]
+        parts = [
+            _newest_ids(contact_id, before, wanted, kind).subquery()
+            for kind in dict.fromkeys(kinds)
+        ]
         merged = union_all(*(select(part.c.id) for part in parts)).subquery()
         ids = select(merged.c.id).order_by(merged.c.id.desc()).limit(wanted)
     else:

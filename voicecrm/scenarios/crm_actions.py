@@ -54,7 +54,6 @@ class ScenarioCRM:
         except InvalidPhoneNumber:
             pass
         async with self.database.transaction() as session:
-
             try:
                 resolved = await resolve_caller(
                     session, self.actor, info.from_number, info.caller_name

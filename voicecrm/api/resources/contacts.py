@@ -24,7 +24,6 @@ class ContactListQuery(ContactFilter):
         max_length=MAX_CURSOR_LENGTH,
         pattern=r"^[A-Za-z0-9_-]*$",
         description="The `next_cursor` of the previous page (URL-safe base64).",
-
     )
 
 

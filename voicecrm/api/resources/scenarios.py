@@ -24,10 +24,18 @@ class ScenarioList(BaseModel):
 
 
 def _list(registry: ScenarioRegistry) -> ScenarioList:
-    return ScenarioList(items=[
-        ScenarioOut(name=s.name, description=s.description, default=s.default,
-                    numbers=s.numbers, steps=len(s.steps))
-        for s in sorted(registry.library.scenarios.values(), key=lambda s: s.name)])
+    return ScenarioList(
+        items=[
+            ScenarioOut(
+                name=s.name,
+                description=s.description,
+                default=s.default,
+                numbers=s.numbers,
+                steps=len(s.steps),
+            )
+            for s in sorted(registry.library.scenarios.values(), key=lambda s: s.name)
+        ]
+    )
 
 
 async def list_scenarios(ctx: Ctx) -> ScenarioList:
@@ -42,9 +50,23 @@ async def reload_scenarios(ctx: Ctx) -> ScenarioList:
 
 
 ROUTES = [
-    Route("GET", "/scenarios", list_scenarios, "The scenarios the service runs", "scenarios",
-          response=ScenarioList, read_only=True),
-    Route("POST", "/scenarios/reload", reload_scenarios,
-          "Reload scenario files; calls in progress keep the version they started with",
-          "scenarios", response=ScenarioList, admin_only=True, errors=(422,)),
+    Route(
+        "GET",
+        "/scenarios",
+        list_scenarios,
+        "The scenarios the service runs",
+        "scenarios",
+        response=ScenarioList,
+        read_only=True,
+    ),
+    Route(
+        "POST",
+        "/scenarios/reload",
+        reload_scenarios,
+        "Reload scenario files; calls in progress keep the version they started with",
+        "scenarios",
+        response=ScenarioList,
+        admin_only=True,
+        errors=(422,),
+    ),
 ]
