@@ -367,3 +367,19 @@ async def test_play_and_echo_reach_the_call(simulate: Simulate) -> None:
         "[plays https://example.com/hold.wav]",
         "[echo test, 3 s]",
     ]
+
+
+async def test_the_greeting_is_a_template_over_the_contact_and_the_business(
+    simulate: Simulate,
+) -> None:
+    sim = await simulate(
+        """
+        name: greet
+        settings: {greeting: "Thanks for calling {{ business.name }}, {{ contact.name }}."}
+        business: {name: Acme}
+        steps:
+          bye:
+            hangup:
+    """
+    )
+    assert sim.call.spoken == ["Thanks for calling Acme, Unknown Caller."]

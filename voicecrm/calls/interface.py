@@ -11,7 +11,7 @@ stop the flow wherever it is.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -95,16 +95,6 @@ class Recording:
     url: str
     duration_seconds: float
     transcript: str | None = None
-
-
-@dataclass
-class Utterance:
-    """One line of the call's transcript."""
-
-    speaker: str  # "caller" or "agent"
-    text: str
-    at: datetime
-    meta: dict[str, str] = field(default_factory=dict)
 
 
 class Call(Protocol):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time as monotonic_time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -91,7 +91,7 @@ class Engine:
             greeting = self.scenario.settings.greeting
             if greeting:
                 try:
-                    await self.say(self.render(greeting))
+                    await self.say(await self.render_now(greeting))
                 except CallEnded:
                     state.outcome = "caller_hung_up"
                     return state
@@ -215,9 +215,6 @@ class Engine:
         )
         return values
 
-    def render(self, template: str, variables: Mapping[str, Any] | None = None) -> str:
-        return render(template, dict(variables or self.state.variables))
-
     async def render_now(self, template: str) -> str:
         return render(template, await self.variables())
 
@@ -238,7 +235,7 @@ class Engine:
             text, voice=voice or settings.voice, language=language or settings.language
         )
 
-    def heard(self, text: str, **meta: str) -> None:
+    def heard(self, text: str) -> None:
         if text:
             self.state.say("caller", text, self.clock())
 
