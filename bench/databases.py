@@ -8,7 +8,6 @@ even when the run fails or is interrupted.
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ from sqlalchemy.engine import URL, make_url
 
 from bench.report import progress
 from voicecrm.storage import Database
+from voicecrm.storage.postgres_admin import create_database, drop_database
 
 Engine = Literal["sqlite", "postgresql"]
 
@@ -105,24 +105,15 @@ async def fresh_database(choice: DatabaseChoice) -> AsyncIterator[str]:
     assert choice.url is not None
     server = postgres_server(choice.url)
     name = f"voicecrm_bench_{uuid.uuid4().hex[:10]}"
-    await _admin(server, f'CREATE DATABASE "{name}"')
+    server_url = server.render_as_string(hide_password=False)
+    url = await create_database(server_url, name)
     progress(f"created database {name} on {server.render_as_string(hide_password=True)}")
     try:
-        yield server.set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        await _drop(server, name)
-
-
-async def _drop(server: URL, name: str, attempts: int = 5) -> None:
-    """DROP ... WITH (FORCE), retried: it fails while an autovacuum worker is in the database."""
-    for attempt in range(1, attempts + 1):
         try:
-            await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await drop_database(server_url, name)
         except Exception as err:
-            if attempt == attempts:
-                progress(f"could not drop database {name}: {err!r}; drop it by hand")
-                raise
-            await asyncio.sleep(2 * attempt)
-        else:
-            progress(f"dropped database {name}")
-            return
+            progress(f"could not drop database {name}: {err!r}; drop it by hand")
+            raise
+        progress(f"dropped database {name}")

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from voicecrm.accounts import service as accounts
 from voicecrm.accounts.actor import Actor, Role
 from voicecrm.models import metadata
 from voicecrm.storage import Database
 from voicecrm.storage.migrate import upgrade
+from voicecrm.storage.postgres_admin import create_database, drop_database
 
 POSTGRES_URL = os.environ.get("VOICECRM_TEST_POSTGRES_URL")
 
@@ -53,29 +53,12 @@ def postgres_database() -> Iterator[str]:
             pytest.fail("VOICECRM_TEST_POSTGRES_URL is not set: CI must test on PostgreSQL")
         pytest.skip("VOICECRM_TEST_POSTGRES_URL is not set (tests/run.sh sets it)")
     name = f"voicecrm_test_{uuid.uuid4().hex[:12]}"
-    admin_url = make_url(POSTGRES_URL)
-
-    async def create() -> None:
-        admin = Database(admin_url.render_as_string(hide_password=False))
-        async with admin.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        await admin.close()
-
-    async def drop() -> None:
-        admin = Database(admin_url.render_as_string(hide_password=False))
-        async with admin.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.close()
-
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
-    asyncio.run(create())
+    url = asyncio.run(create_database(POSTGRES_URL, name))
     try:
         asyncio.run(_migrate(url))
         yield url
     finally:
-        asyncio.run(drop())
+        asyncio.run(drop_database(POSTGRES_URL, name))
 
 
 async def _truncate(database: Database) -> None:

@@ -19,8 +19,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, insert, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, insert, inspect
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import POSTGRES_URL, TeamWorld, make_team
@@ -28,17 +27,7 @@ from voicecrm.crm.models import Contact, ContactPhone
 from voicecrm.models import metadata
 from voicecrm.storage import Database, utcnow
 from voicecrm.storage.migrate import alembic_config, current_revision, head_revision, upgrade
-
-
-async def _admin(statement: str) -> None:
-    assert POSTGRES_URL is not None
-    admin = Database(POSTGRES_URL)
-    try:
-        async with admin.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(statement))
-    finally:
-        await admin.close()
+from voicecrm.storage.postgres_admin import create_database, drop_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -56,15 +45,12 @@ async def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Asyn
             pytest.fail("VOICECRM_TEST_POSTGRES_URL is not set: CI must test on PostgreSQL")
         pytest.skip("VOICECRM_TEST_POSTGRES_URL is not set (tests/run.sh sets it)")
     name = f"voicecrm_migrate_{uuid.uuid4().hex[:12]}"
-    await _admin(f'CREATE DATABASE "{name}"')
-    database = Database(
-        make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    )
+    database = Database(await create_database(POSTGRES_URL, name))
     try:
         yield database
     finally:
         await database.close()
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(POSTGRES_URL, name)
 
 
 def _differences(connection: Connection) -> list[Any]:
