@@ -10,12 +10,13 @@ stop the flow wherever it is.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from voicecrm.calls.latency import TurnLatency
 from voicecrm.errors import VoiceCRMError
 
 
@@ -91,6 +92,18 @@ class TransferOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Spoken:
+    """What the caller heard of something said: all of it, unless they talked over it.
+
+    A conversation records `heard`, not what was meant to be said, so that the
+    model knows the caller never heard the part they interrupted.
+    """
+
+    heard: str
+    interrupted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Recording:
     url: str
     duration_seconds: float
@@ -105,8 +118,29 @@ class Call(Protocol):
 
     async def say(
         self, text: str, *, voice: str | None = None, language: str | None = None
-    ) -> None:
+    ) -> Spoken:
         """Speak `text`; returns when it has been played (or interrupted by the caller)."""
+
+    async def speak(
+        self,
+        sentences: AsyncIterable[str],
+        *,
+        voice: str | None = None,
+        language: str | None = None,
+    ) -> Spoken:
+        """Speak sentences as they come (a language model's answer): the first is
+        heard while the later ones are still being written. Stops taking sentences
+        when the caller interrupts."""
+
+    def mark(self, event: str, *, waited: float = 0.0) -> None:
+        """Note a moment of the current turn for its latency record: "first_token"
+        when the model's first token arrived, "llm" with the seconds spent waiting
+        for the model before the first sentence could be spoken."""
+
+    @property
+    def latencies(self) -> Sequence[TurnLatency]:
+        """Each caller turn's latency so far (empty where there is no audio)."""
+        ...
 
     async def play(self, url: str) -> None:
         """Play an audio file or URL to the caller."""

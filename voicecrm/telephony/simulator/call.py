@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Protocol, TextIO
 
 from voicecrm.calls.interface import (
@@ -28,9 +28,11 @@ from voicecrm.calls.interface import (
     GatherResult,
     InputKind,
     Recording,
+    Spoken,
     TransferOutcome,
     TransferStatus,
 )
+from voicecrm.calls.latency import TurnLatency
 
 
 class CallerInput(Protocol):
@@ -123,10 +125,28 @@ class SimulatedCall:
 
     async def say(
         self, text: str, *, voice: str | None = None, language: str | None = None
-    ) -> None:
+    ) -> Spoken:
         self._check_open()
         self.spoken.append(text)
         self._emit(f"{self._speaker}: {text}")
+        return Spoken(heard=text)
+
+    async def speak(
+        self,
+        sentences: AsyncIterable[str],
+        *,
+        voice: str | None = None,
+        language: str | None = None,
+    ) -> Spoken:
+        said = [(await self.say(s, voice=voice, language=language)).heard async for s in sentences]
+        return Spoken(heard=" ".join(said))
+
+    def mark(self, event: str, *, waited: float = 0.0) -> None:
+        """Text has no audio turns to time."""
+
+    @property
+    def latencies(self) -> Sequence[TurnLatency]:
+        return ()
 
     async def play(self, url: str) -> None:
         self._check_open()

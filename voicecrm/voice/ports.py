@@ -1,0 +1,75 @@
+"""The speech providers the voice pipeline needs, as small protocols.
+
+Implementations live in `voicecrm.speech` (OpenAI-compatible servers through
+the openai client; offline espeak-ng and PocketSphinx); this package never
+imports them, so tests and benchmarks can plug in instant fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Protocol
+
+from voicecrm.errors import VoiceCRMError
+
+
+class SpeechProviderError(VoiceCRMError):
+    """A speech provider failed or timed out; the call takes its error path."""
+
+    title = "Speech provider failed"
+
+
+class SpeechUnavailable(SpeechProviderError):
+    """No provider is configured or installed for speech in or out."""
+
+    title = "Speech provider unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class PcmAudio:
+    """Signed 16-bit little-endian mono samples at `sample_rate` Hz."""
+
+    pcm: bytes
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    text: str
+    confidence: float | None = None
+
+
+class SpeechToText(Protocol):
+    @property
+    def label(self) -> str:
+        """Who transcribes, for logs and the simulator ("pocketsphinx (offline, low accuracy)")."""
+        ...
+
+    async def transcribe(
+        self, audio: PcmAudio, *, language: str, hints: tuple[str, ...] = ()
+    ) -> Transcript:
+        """Transcribe one finished utterance. `hints` are words or phrases the
+        caller is likely to say (a menu's choices); providers may bias towards them.
+
+        Raises `SpeechProviderError` on failure.
+        """
+        ...
+
+
+class TextToSpeech(Protocol):
+    @property
+    def label(self) -> str: ...
+
+    def synthesize(
+        self, text: str, *, voice: str | None, language: str
+    ) -> AsyncGenerator[PcmAudio, None]:
+        """Stream the speech for `text` as it is produced: chunks of any length,
+        all at one sample rate. A generator, so that a barge-in can close it and
+        with it the provider's response. Raises `SpeechProviderError` on failure.
+        """
+        ...
