@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs them on SQLite and on a real PostgreSQL.
+# espeak-ng (the offline voice, used by the audio tests) is installed with apt-get
+# where it is missing.
 #
 #   bash tests/run.sh [pytest arguments]
 #
@@ -16,6 +18,18 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
 .venv/bin/python -m pip install --quiet -e '.[test]'
+
+# espeak-ng: the offline voice, and the speech the audio tests are made of.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "tests/run.sh: installing espeak-ng with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+  else
+    echo "tests/run.sh: espeak-ng is not installed; install it (apt-get install espeak-ng)" >&2
+    exit 1
+  fi
+fi
 
 started_cluster=""
 cleanup() {

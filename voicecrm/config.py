@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -61,6 +62,22 @@ class Settings(BaseModel):
     )
     llm_api_key: SecretStr | None = Field(
         None, description="API key for that server (alone: OpenAI itself). Never logged."
+    )
+    stt_provider: Literal["auto", "openai", "offline"] = Field(
+        "auto",
+        description="Speech-to-text for audio calls: openai (the LLM server's transcription "
+        "endpoint), offline (PocketSphinx: no account, English, low accuracy), or auto (openai "
+        "when an LLM server is configured, else offline).",
+    )
+    stt_model: str = Field("gpt-4o-mini-transcribe", description="Transcription model (openai).")
+    tts_provider: Literal["auto", "openai", "offline"] = Field(
+        "auto",
+        description="Text-to-speech for audio calls: openai (the LLM server's speech endpoint), "
+        "offline (espeak-ng: no account, robotic voice), or auto (as for speech-to-text).",
+    )
+    tts_model: str = Field("gpt-4o-mini-tts", description="Speech model (openai).")
+    tts_voice: str | None = Field(
+        None, description="Default voice: alloy etc. for openai, an espeak-ng voice offline."
     )
 
     @classmethod

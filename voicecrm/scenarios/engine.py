@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time as monotonic_time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from voicecrm.calls.interface import Call, CallEnded, CallSuspended, GatherResult
+from voicecrm.calls.interface import Call, CallEnded, CallSuspended, GatherResult, Spoken
 from voicecrm.errors import VoiceCRMError
 from voicecrm.scenarios import models as m
 from voicecrm.scenarios.crm_actions import ScenarioCRM
@@ -226,14 +226,27 @@ class Engine:
 
     async def say(
         self, text: str, *, voice: str | None = None, language: str | None = None
-    ) -> None:
+    ) -> Spoken:
+        """Say `text`; the transcript keeps what the caller heard of it."""
         if not text.strip():
-            return
+            return Spoken(heard="")
         settings = self.scenario.settings
         self.state.say("agent", text, self.clock())
-        await self.call.say(
+        line = self.state.transcript[-1]
+        spoken = await self.call.say(
             text, voice=voice or settings.voice, language=language or settings.language
         )
+        if spoken.interrupted:
+            line["text"] = spoken.heard or "[interrupted]"
+        return spoken
+
+    async def speak(self, sentences: AsyncIterable[str]) -> Spoken:
+        """Speak sentences as they are written; the transcript keeps what was heard."""
+        settings = self.scenario.settings
+        spoken = await self.call.speak(sentences, voice=settings.voice, language=settings.language)
+        if spoken.heard:
+            self.state.say("agent", spoken.heard, self.clock())
+        return spoken
 
     def heard(self, text: str) -> None:
         if text:

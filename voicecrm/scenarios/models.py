@@ -85,6 +85,38 @@ class LLMSettings(Model):
     timeout_seconds: float = Field(10, gt=0, le=120)
 
 
+class TurnTaking(Model):
+    """How the receptionist listens on an audio call (Media Streams, Asterisk)."""
+
+    end_silence_ms: int = Field(
+        700, ge=100, le=5000, description="Silence that ends the caller's utterance."
+    )
+    start_ms: int = Field(
+        40, ge=20, le=500, description="Speech that counts as the caller talking (barge-in)."
+    )
+    min_speech_ms: int = Field(
+        120, ge=0, le=2000, description="Shorter sounds (a cough, a click) are ignored."
+    )
+    max_utterance_seconds: float = Field(30, gt=0, le=120)
+    barge_in: bool = Field(True, description="Stop talking when the caller talks or keys.")
+    vad_aggressiveness: int = Field(
+        2, ge=0, le=3, description="0 lets most sound count as speech, 3 only clear speech."
+    )
+
+
+SpeechProvider = Literal["default", "openai", "offline"]
+
+
+class SpeechSettings(Model):
+    """Speech in and out on audio calls; `default` is the service's configuration."""
+
+    stt: SpeechProvider = Field("default", description="Speech-to-text provider.")
+    stt_model: str | None = None
+    tts: SpeechProvider = Field("default", description="Text-to-speech provider.")
+    tts_model: str | None = None
+    turn_taking: TurnTaking = TurnTaking()
+
+
 class Settings(Model):
     language: str = "en-US"
     voice: str | None = None
@@ -98,6 +130,7 @@ class Settings(Model):
     business_hours: BusinessHours | None = None
     limits: Limits = Limits()
     llm: LLMSettings = LLMSettings()
+    speech: SpeechSettings = SpeechSettings()
 
 
 class Business(Model):

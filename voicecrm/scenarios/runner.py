@@ -66,6 +66,7 @@ async def run_call(
     assert call_id is not None and contact_id is not None
 
     state = await engine.run(state, answer=answer)
+    state.latency.extend(turn.as_dict() for turn in call.latencies if turn.complete)
     async with database.transaction() as session:
         await call_log.save_state(session, actor, call_id, state.to_json())
         if state.finished:

@@ -31,6 +31,7 @@ class CallState:
     awaiting: str | None = None  # "gather" while a suspended call waits for the caller
     pending_input: dict[str, Any] | None = None
     outcome: str | None = None  # set when the call is over: completed, transferred, error…
+    latency: list[dict[str, Any]] = field(default_factory=list)  # one record a caller turn
     version: int = STATE_VERSION
 
     @property

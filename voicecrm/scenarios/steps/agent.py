@@ -14,9 +14,10 @@ import contextlib
 import json
 import re
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from voicecrm.calls.interface import InputKind
+from voicecrm.calls.interface import InputKind, Spoken
 from voicecrm.scenarios import models as m
 from voicecrm.scenarios.agent_tools import run_tool, tool_specs
 from voicecrm.scenarios.engine import END, NEXT, Engine
@@ -64,51 +65,71 @@ def system_prompt(instructions: str, contact: dict[str, Any], scenario: m.Scenar
     return "\n".join(lines)
 
 
-async def _speak_stream(engine: Engine, args: m.AgentArgs) -> Completion:
-    """Stream one model response, speaking each finished sentence at once.
+async def _respond(engine: Engine, args: m.AgentArgs) -> tuple[Completion | None, Spoken]:
+    """Stream one model response into speech, sentence by sentence as it is written.
 
-    Also records the turn's engine overhead: its time minus the time spent
-    waiting for the model, which is what the benchmark reports per agent turn.
+    The caller hears the first sentence while the model writes the rest. When
+    they talk over it, speaking stops, the model's stream is closed, and there
+    is no completion: the conversation keeps only what was heard. Marks the
+    turn's latency record (first token; time spent waiting for the model
+    before the first sentence) and records the engine's own overhead: the
+    response's time minus the time spent waiting for the model.
     """
-    assert engine.llm is not None
+    llm = engine.llm
+    assert llm is not None
     settings = engine.scenario.settings.llm
-    pending = ""
-    completion: Completion | None = None
-    began = time.perf_counter()
-    waited = 0.0
-    stream = engine.llm.stream(
-        messages=engine.state.agent_messages,
-        tools=tool_specs(engine.scenario, args),
-        model=args.model or settings.model,
-        temperature=args.temperature if args.temperature is not None else settings.temperature,
-        timeout=settings.timeout_seconds,
-    )
-    async with contextlib.aclosing(stream):
-        while True:
-            asked = time.perf_counter()
-            try:
-                event = await anext(stream)
-            except StopAsyncIteration:
-                break
-            finally:
-                waited += time.perf_counter() - asked
-            if isinstance(event, TextDelta):
-                pending += event.text
-                *sentences, pending = _SENTENCE_END.split(pending)
-                for sentence in sentences:
-                    await engine.say(sentence.strip())
-            else:
-                completion = event
-    if pending.strip():
-        await engine.say(pending.strip())
-    engine.agent_overhead.append(time.perf_counter() - began - waited)
-    if completion is None:
+    call = engine.call
+    result: list[Completion] = []
+
+    async def sentences() -> AsyncGenerator[str, None]:
+        pending = ""
+        began = time.perf_counter()
+        waited = 0.0
+        spoke = False
+        stream = llm.stream(
+            messages=engine.state.agent_messages,
+            tools=tool_specs(engine.scenario, args),
+            model=args.model or settings.model,
+            temperature=args.temperature if args.temperature is not None else settings.temperature,
+            timeout=settings.timeout_seconds,
+        )
+        async with contextlib.aclosing(stream):
+            while True:
+                asked = time.perf_counter()
+                try:
+                    event = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    waited += time.perf_counter() - asked
+                if isinstance(event, TextDelta):
+                    if not pending and not spoke:
+                        call.mark("first_token")
+                    pending += event.text
+                    *finished, pending = _SENTENCE_END.split(pending)
+                    for sentence in finished:
+                        if not spoke:
+                            call.mark("llm", waited=waited)
+                            spoke = True
+                        yield sentence.strip()
+                else:
+                    result.append(event)
+        if pending.strip():
+            if not spoke:
+                call.mark("llm", waited=waited)
+            yield pending.strip()
+        engine.agent_overhead.append(time.perf_counter() - began - waited)
+
+    async with contextlib.aclosing(sentences()) as spoken_sentences:
+        spoken = await engine.speak(spoken_sentences)
+    if not result and not spoken.interrupted:
         raise ProviderError("the language model's answer ended without a completion")
-    return completion
+    return (result[0] if result else None), spoken
 
 
-def _assistant_message(completion: Completion) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": completion.text or None}
+def _assistant_message(completion: Completion, spoken: Spoken) -> dict[str, Any]:
+    text = spoken.heard if spoken.interrupted else completion.text
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
     if completion.tool_calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -168,8 +189,14 @@ async def agent(engine: Engine, name: str, step: m.AgentStep) -> str:
         state.agent_messages.append({"role": "user", "content": answer.text})
         state.agent_turns += 1
         for _round in range(limits.max_tool_calls_per_turn + 1):
-            completion = await _speak_stream(engine, args)
-            state.agent_messages.append(_assistant_message(completion))
+            completion, spoken = await _respond(engine, args)
+            if completion is None:
+                # Interrupted before the model finished: keep what was heard, and
+                # listen; what the caller said over it is their next turn.
+                if spoken.heard:
+                    state.agent_messages.append({"role": "assistant", "content": spoken.heard})
+                break
+            state.agent_messages.append(_assistant_message(completion, spoken))
             if not completion.tool_calls:
                 break
             ends = False
