@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from voicecrm.accounts import service as accounts
 from voicecrm.accounts.actor import Role
@@ -26,6 +27,7 @@ from voicecrm.api.resources.scenarios import SCENARIOS
 from voicecrm.api.server import API_PREFIX, DATABASE, build_api
 from voicecrm.config import Settings
 from voicecrm.errors import ScenarioInvalid
+from voicecrm.metrics.turns import TurnMetrics
 from voicecrm.scenarios.library import ScenarioRegistry
 from voicecrm.storage import Database
 from voicecrm.storage.migrate import upgrade
@@ -33,6 +35,8 @@ from voicecrm.storage.migrate import upgrade
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
+METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
+TURN_METRICS = web.AppKey("turn_metrics", TurnMetrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,9 @@ def build_app(
     app = web.Application(middlewares=[problem_middleware])
     app[SETTINGS] = settings
     app[MAX_IMPORT_BYTES] = settings.max_import_bytes
+    registry = CollectorRegistry()
+    app[METRICS_REGISTRY] = registry
+    app[TURN_METRICS] = TurnMetrics(registry)
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         database = Database(settings.database_url)
@@ -118,5 +125,11 @@ def build_app(
             {"service": "voicecrm", "api": API_PREFIX, "openapi": f"{API_PREFIX}/openapi.json"}
         )
 
+    async def metrics(_: web.Request) -> web.Response:
+        """Prometheus text format; no secrets in it, so no token (as Prometheus expects)."""
+        body = generate_latest(app[METRICS_REGISTRY])
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     app.router.add_get("/", index)
+    app.router.add_get("/metrics", metrics)
     return app
