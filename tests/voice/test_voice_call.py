@@ -188,3 +188,38 @@ async def test_sentences_stream_into_speech_without_gaps() -> None:
     ticks = voiced_ticks(line)
     # 11 words at 0.3 s = 165 frames, played back to back: at most a frame of gap.
     assert len(ticks) >= 160 and ticks[-1] - ticks[0] <= len(ticks) + 3
+
+
+@needs_espeak
+async def test_voicemail_records_after_the_beep_until_the_caller_stops() -> None:
+    message = spoken("please call me back about my order")
+    line, call, _tts, stt = make_call(
+        [WaitForTurn(quiet_seconds=0.2), Speak(message), Silence(5)],
+        answers=["please call me back about my order"],
+    )
+    async with call:
+        recording = await call.record(max_seconds=30)
+    assert recording is not None
+    assert recording.transcript == "please call me back about my order"
+    assert len(message) / 16000 < recording.duration_seconds < len(message) / 16000 + 1.5
+    assert len(voiced_ticks(line)) >= 14  # the 300 ms beep went out first
+    (audio,) = stt.heard  # the recording itself was transcribed
+    assert round(audio.seconds, 1) == recording.duration_seconds
+
+
+async def test_voicemail_with_nothing_said_is_none() -> None:
+    _line, call, _tts, _stt = make_call([Silence(5)])
+    async with call:
+        assert await call.record(max_seconds=1) is None
+
+
+@needs_espeak
+async def test_the_echo_test_plays_the_callers_own_voice_back() -> None:
+    words = spoken("testing one two three")
+    line, call, _tts, _stt = make_call([Speak(words), Silence(3)])
+    async with call:
+        await call.echo(2.0)
+    heard = voiced_ticks(line)
+    assert heard, "the caller's voice came back"
+    first_caller_tick = line.log.caller_speech[0][0]
+    assert heard[0] - first_caller_tick <= 4  # back within a few frames

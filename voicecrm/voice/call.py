@@ -116,6 +116,14 @@ class VoiceCall:
         return self._line.info
 
     @property
+    def stt_label(self) -> str:
+        return self._stt.label
+
+    @property
+    def tts_label(self) -> str:
+        return self._tts.label
+
+    @property
     def latencies(self) -> Sequence[TurnLatency]:
         return self._latencies
 
