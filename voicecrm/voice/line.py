@@ -48,6 +48,9 @@ class AudioLine(Protocol):
     async def send(self, frame: bytes) -> None:
         """Queue one 20 ms frame of 8 kHz mu-law; returns when the line takes the next."""
 
+    async def drain(self) -> None:
+        """Return once every frame sent has played (or was cleared): the end of a `say`."""
+
     def unplayed_frames(self) -> int:
         """Frames sent that the caller has not heard yet (waiting at the carrier)."""
         ...

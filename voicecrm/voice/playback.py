@@ -99,6 +99,8 @@ class Playback:
                 self._sent += 1
                 if self._sent == 1:
                     self._on_first_frame(self._clock())
+            if not self.interrupted:
+                await self._line.drain()  # "said" means heard: a hang-up must not cut it
         finally:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)

@@ -200,6 +200,11 @@ class EmulatedLine:
         if generation == self._generation:  # a clear while waiting drops this frame
             self._buffer.append(frame)
 
+    async def drain(self) -> None:
+        while self._buffer and self._closed is None:
+            self._room.clear()
+            await self._room.wait()
+
     def unplayed_frames(self) -> int:
         return len(self._buffer)
 
