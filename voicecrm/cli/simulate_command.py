@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import sys
 import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,13 @@ from voicecrm.accounts import service as accounts
 from voicecrm.accounts.actor import Actor
 from voicecrm.agent.factory import language_model_from_settings
 from voicecrm.app import bootstrap
-from voicecrm.calls.interface import CallInfo, Direction
+from voicecrm.calls.interface import Call, CallInfo, Direction
+from voicecrm.cli.simulate_audio import (
+    AudioSimulation,
+    latency_table,
+    read_utterances,
+    write_wav,
+)
 from voicecrm.config import Settings
 from voicecrm.crm import timeline
 from voicecrm.errors import VoiceCRMError
@@ -68,6 +75,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     folder = Path(args.scenarios or settings.scenarios_dir)
     library = ScenarioLibrary.load([folder])
     scenario = library.get(args.scenario) if args.scenario else library.for_number(args.to)
+    if args.audio:
+        simulation = AudioSimulation(settings, read_utterances(Path(args.audio)), speed=args.speed)
+        return asyncio.run(_simulate(args, settings, scenario, simulation.open, simulation))
     caller: CallerInput
     if args.script:
         try:
@@ -76,11 +86,20 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
             raise VoiceCRMError(f"cannot read the script {args.script}: {err.strerror}") from err
     else:
         caller = KeyboardCaller()
-    return asyncio.run(_simulate(args, settings, scenario, caller))
+
+    @contextlib.asynccontextmanager
+    async def text_call(info: CallInfo, _scenario: Scenario) -> AsyncIterator[Call]:
+        yield SimulatedCall(info, caller, output=sys.stdout)
+
+    return asyncio.run(_simulate(args, settings, scenario, text_call))
 
 
 async def _simulate(
-    args: argparse.Namespace, settings: Settings, scenario: Scenario, caller: CallerInput
+    args: argparse.Namespace,
+    settings: Settings,
+    scenario: Scenario,
+    open_call: Callable[[CallInfo, Scenario], contextlib.AbstractAsyncContextManager[Call]],
+    audio: AudioSimulation | None = None,
 ) -> int:
     key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     llm = language_model_from_settings(settings.llm_base_url, key)
@@ -109,8 +128,12 @@ async def _simulate(
             f"[simulated call {info.from_number} -> {info.to_number}, scenario "
             f"{scenario.name}{'' if llm else '; no language model configured'}]"
         )
-        call = SimulatedCall(info, caller, output=sys.stdout)
-        async with aiohttp.ClientSession() as http_session:
+        async with aiohttp.ClientSession() as http_session, open_call(info, scenario) as call:
+            if audio is not None:
+                print(
+                    f"[{audio.describe_providers()}; the caller says {len(audio.utterances)}"
+                    f" thing(s) at {audio.speed:g}x real time]"
+                )
             result = await run_call(
                 database,
                 actor,
@@ -120,6 +143,15 @@ async def _simulate(
                 llm=llm,
                 http=AiohttpClient(http_session),
             )
+        if audio is not None:
+            for line in result.state.transcript:
+                print(f"{line['speaker'].replace('agent', 'receptionist')}: {line['text']}")
+            print("\n[latency per turn, after the end of the caller's speech]")
+            for row in latency_table(audio.call.latencies if audio.call else ()):
+                print("  " + row)
+            out = Path(args.audio_out)
+            await asyncio.to_thread(write_wav, out, audio.receptionist_audio())
+            print(f"[the receptionist's side: {out}]")
         async with database.transaction(read_only=True) as session:
             page = await timeline.page(session, result.contact_id, limit=args.timeline)
         print(
@@ -155,4 +187,17 @@ def register(sub: Any) -> None:
     simulate.add_argument("--script", help="file with the caller's lines (else: the keyboard)")
     simulate.add_argument("--scenarios", help="scenario folder (VOICECRM_SCENARIOS_DIR)")
     simulate.add_argument("--timeline", type=int, default=20, help="events to show at the end")
+    simulate.add_argument(
+        "--audio",
+        help="a WAV file, or a folder of them, of what the caller says: the call then runs "
+        "through the audio pipeline (VAD, speech-to-text, text-to-speech, barge-in)",
+    )
+    simulate.add_argument(
+        "--audio-out",
+        default="simulated-call.wav",
+        help="where --audio writes the receptionist's side (default simulated-call.wav)",
+    )
+    simulate.add_argument(
+        "--speed", type=float, default=1.0, help="--audio: run this many times real time"
+    )
     simulate.set_defaults(sync_func=cmd_simulate)
