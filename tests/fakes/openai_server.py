@@ -11,6 +11,16 @@ A reply can also fail the way real servers do: an HTTP error with an OpenAI-styl
 error body, a stream that stops early (cleanly or by dropping the connection), an
 error event inside the stream, or a stall until the test sets an `asyncio.Event`.
 Every request body and its headers are recorded.
+
+The audio endpoints answer from the same script:
+
+- POST /v1/audio/transcriptions reads the multipart form the client uploads
+  (recorded with the file as an `Upload`) and answers `{"text": reply.text}`;
+- POST /v1/audio/speech records the JSON body and streams `reply.audio` back as
+  raw bytes, in pieces of `reply.audio_chunks` sizes, as a chunked body.
+
+Stalls, HTTP errors, `stop_after` and `abort` work there as for chat completions,
+counting pieces of audio instead of chunks.
 """
 
 from __future__ import annotations
@@ -39,6 +49,9 @@ class Reply:
     `stall`: wait for this event after `stall_after` chunks; 0 stalls before the status
     line, while the client is still waiting for the response to start.
     `status` >= 400 answers with `{"error": error}` as the JSON body instead.
+    `audio` is what /v1/audio/speech streams back; `audio_chunks` are the sizes of
+    its first pieces (odd sizes split samples, as real servers do), and whatever
+    remains follows in one last piece.
     """
 
     text: str = ""
@@ -55,6 +68,8 @@ class Reply:
     abort: bool = False
     stall: asyncio.Event | None = None
     stall_after: int = 0
+    audio: bytes = b""
+    audio_chunks: Sequence[int] = ()
 
     @classmethod
     def http_error(
@@ -69,6 +84,25 @@ class Reply:
         """An OpenAI-style error response; `{api_key}` in `message` echoes the bearer token."""
         error = {"message": message, "type": type, "param": None, "code": code}
         return cls(status=status, error=error, headers=headers or {})
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file uploaded in a multipart form, as /v1/audio/transcriptions received it."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def _audio_pieces(reply: Reply) -> list[bytes]:
+    pieces, start = [], 0
+    for size in reply.audio_chunks:
+        pieces.append(reply.audio[start : start + size])
+        start += size
+    if start < len(reply.audio):
+        pieces.append(reply.audio[start:])
+    return [piece for piece in pieces if piece]
 
 
 def _pieces(text: str, size: int) -> list[str]:
@@ -95,16 +129,20 @@ def _deltas(reply: Reply) -> list[dict[str, Any]]:
 
 
 class FakeOpenAI:
-    """The server's state: `script` is consumed in order, `requests` and `headers` fill up."""
+    """The server's state: `script` is consumed in order by every endpoint;
+    `requests`, `headers` and `paths` (which endpoint each request went to) fill up."""
 
     def __init__(self) -> None:
         self.script: list[Reply] = []
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
         self.base_url = ""
         self._stalled: list[Reply] = []
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self._chat_completions)
+        self.app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
+        self.app.router.add_post("/v1/audio/speech", self._speech)
 
     def release(self) -> None:
         """Set every stall event still scripted or waiting, so no handler outlives a test."""
@@ -112,10 +150,11 @@ class FakeOpenAI:
             if reply.stall is not None:
                 reply.stall.set()
 
-    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
+    async def _next_reply(self, request: web.Request, body: dict[str, Any]) -> Reply | web.Response:
+        """Record the request and take the next scripted reply, or answer its HTTP error."""
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        self.paths.append(request.path)
         if not self.script:
             return web.json_response({"error": {"message": "fake: no reply scripted"}}, status=500)
         reply = self.script.pop(0)
@@ -128,6 +167,45 @@ class FakeOpenAI:
             error = dict(reply.error or {})
             error["message"] = str(error.get("message", "")).replace("{api_key}", api_key)
             return web.json_response({"error": error}, status=reply.status, headers=reply.headers)
+        return reply
+
+    async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
+        form: dict[str, Any] = {}
+        for name, value in (await request.post()).items():
+            if isinstance(value, web.FileField):
+                with value.file:  # a temporary file aiohttp leaves to the handler to close
+                    form[name] = Upload(value.filename, value.content_type, value.file.read())
+            else:
+                form[name] = value
+        reply = await self._next_reply(request, form)
+        if isinstance(reply, web.Response):
+            return reply
+        return web.json_response({"text": reply.text}, headers=reply.headers)
+
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        reply = await self._next_reply(request, await request.json())
+        if isinstance(reply, web.Response):
+            return reply
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/octet-stream", **reply.headers}
+        )
+        await response.prepare(request)
+        for sent, piece in enumerate(_audio_pieces(reply)):
+            if reply.stall is not None and sent == reply.stall_after:
+                await reply.stall.wait()
+            if sent == reply.stop_after:
+                return await self._stop(request, response, reply)
+            await response.write(piece)
+        if reply.stop_after is not None:
+            return await self._stop(request, response, reply)
+        await response.write_eof()
+        return response
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        reply = await self._next_reply(request, body)
+        if isinstance(reply, web.Response):
+            return reply
         chunk_id, created, model = (
             f"chatcmpl-fake{len(self.requests)}",
             int(time.time()),
