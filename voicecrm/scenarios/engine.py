@@ -95,6 +95,10 @@ class Engine:
                 except CallEnded:
                     state.outcome = "caller_hung_up"
                     return state
+                except VoiceCRMError as err:
+                    log.warning("the greeting of %s failed: %s", self.scenario.name, err.detail)
+                    await self.fail_call()
+                    return state
         try:
             while state.step is not None and state.outcome is None:
                 if self.over_limits():
@@ -170,9 +174,12 @@ class Engine:
         self.state.step = None
         try:
             await self.say(self.scenario.settings.error_message)
-            await self.call.hangup("error")
         except CallEnded:
-            pass
+            return
+        except VoiceCRMError as err:  # the voice itself failed: hang up without a word
+            log.warning("could not say the error message: %s", err.detail)
+        with contextlib.suppress(CallEnded):
+            await self.call.hangup("error")
 
     # ------------------------------------------------------------- helpers for steps
     async def contact(self) -> dict[str, Any]:
