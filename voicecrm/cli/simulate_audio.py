@@ -147,6 +147,8 @@ class AudioSimulation:
 
 def latency_table(turns: Sequence[TurnLatency]) -> list[str]:
     """One line a turn, in milliseconds after the end of the caller's speech."""
+    if not turns:
+        return ["no caller turns were answered (a voicemail is not a turn)"]
     lines = ["turn  transcript  1st token  1st audio  1st frame   service"]
     for number, turn in enumerate(turns, 1):
         row = turn.as_dict()
