@@ -15,11 +15,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from twilio.request_validator import RequestValidator
 
 from voicecrm.accounts import service as accounts
-from voicecrm.accounts.actor import Role
+from voicecrm.accounts.actor import Actor, Role
+from voicecrm.agent.factory import language_model_from_settings
 from voicecrm.api.problems import problem_middleware
 from voicecrm.api.resources import all_routes
 from voicecrm.api.resources.csv_io import MAX_IMPORT_BYTES
@@ -27,10 +30,17 @@ from voicecrm.api.resources.scenarios import SCENARIOS
 from voicecrm.api.server import API_PREFIX, DATABASE, build_api
 from voicecrm.config import Settings
 from voicecrm.errors import ScenarioInvalid
+from voicecrm.integrations.http_client import AiohttpClient
 from voicecrm.metrics.turns import TurnMetrics
 from voicecrm.scenarios.library import ScenarioRegistry
+from voicecrm.speech.factory import speech_to_text, text_to_speech
 from voicecrm.storage import Database
 from voicecrm.storage.migrate import upgrade
+from voicecrm.telephony.twilio import media_stream as twilio_media
+from voicecrm.telephony.twilio import webhooks as twilio_webhooks
+from voicecrm.telephony.twilio.services import TWILIO, TwilioServices
+from voicecrm.telephony.voice_calls import SpeechProviders
+from voicecrm.voice.ports import SpeechToText, TextToSpeech
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +80,30 @@ async def prepare_database(database: Database, settings: Settings) -> FirstStart
     if settings.migrate_on_start:
         await upgrade(database)
     return await bootstrap(database, settings)
+
+
+def speech_providers(settings: Settings) -> SpeechProviders:
+    """The speech providers calls use: the service's choice, or a scenario's own."""
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+
+    def stt(provider: str, model: str | None) -> SpeechToText:
+        return speech_to_text(
+            settings.stt_provider if provider == "default" else provider,
+            base_url=settings.llm_base_url,
+            api_key=key,
+            model=model or settings.stt_model,
+        )
+
+    def tts(provider: str, model: str | None) -> TextToSpeech:
+        return text_to_speech(
+            settings.tts_provider if provider == "default" else provider,
+            base_url=settings.llm_base_url,
+            api_key=key,
+            model=model or settings.tts_model,
+            voice=settings.tts_voice,
+        )
+
+    return SpeechProviders(build_stt=stt, build_tts=tts)
 
 
 def build_app(
@@ -116,8 +150,43 @@ def build_app(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGHUP)
 
+    async def twilio_ctx(app: web.Application) -> AsyncIterator[None]:
+        """What calls need: speech providers, the language model, outbound HTTP, the actor."""
+        providers = speech_providers(settings)
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+        llm = language_model_from_settings(settings.llm_base_url, key)
+        token = settings.twilio_auth_token
+        async with aiohttp.ClientSession() as http_session:
+            try:
+                async with app[DATABASE].transaction(read_only=True) as session:
+                    team = await accounts.first_team(session)
+                    assert team is not None, "bootstrap creates the first team"
+                    actor = Actor.system(accounts.team_settings(team))
+                if token is None:
+                    log.info("twilio: VOICECRM_TWILIO_AUTH_TOKEN is not set; /twilio answers 503")
+                app[TWILIO] = TwilioServices(
+                    database=app[DATABASE],
+                    actor=actor,
+                    scenarios=app[SCENARIOS],
+                    providers=providers,
+                    validator=RequestValidator(token.get_secret_value()) if token else None,
+                    public_url=settings.public_url,
+                    llm=llm,
+                    http=AiohttpClient(http_session),
+                    on_turn=app[TURN_METRICS].observe,
+                )
+                yield
+            finally:
+                await providers.aclose()
+                if llm is not None:
+                    await llm.aclose()
+
     app.cleanup_ctx.append(scenarios_ctx)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(twilio_ctx)
+    twilio_app = web.Application()
+    twilio_app.add_routes([*twilio_webhooks.routes(), *twilio_media.routes()])
+    app.add_subapp("/twilio", twilio_app)
     app.add_subapp(API_PREFIX, build_api(all_routes(), max_body_bytes=settings.max_body_bytes))
 
     async def index(_: web.Request) -> web.Response:

@@ -63,6 +63,17 @@ class Settings(BaseModel):
     llm_api_key: SecretStr | None = Field(
         None, description="API key for that server (alone: OpenAI itself). Never logged."
     )
+    public_url: str | None = Field(
+        None,
+        description="The service's public base URL as Twilio reaches it (https://crm.example.com);"
+        " unset: taken from each request's Host and X-Forwarded-Proto.",
+    )
+    twilio_account_sid: str | None = Field(None, description="Twilio account SID (AC...).")
+    twilio_auth_token: SecretStr | None = Field(
+        None,
+        description="Twilio auth token: checks every webhook's signature. Unset: the Twilio "
+        "endpoints answer 503 and say so. Never logged.",
+    )
     stt_provider: Literal["auto", "openai", "offline"] = Field(
         "auto",
         description="Speech-to-text for audio calls: openai (the LLM server's transcription "

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voicecrm.app import speech_providers
 from voicecrm.audio.codec import ulaw_to_pcm16
 from voicecrm.audio.frames import FRAME_SECONDS, SAMPLE_RATE
 from voicecrm.audio.resample import resample
@@ -26,7 +27,6 @@ from voicecrm.calls.latency import TurnLatency
 from voicecrm.config import Settings
 from voicecrm.errors import InvalidInput
 from voicecrm.scenarios.models import Scenario
-from voicecrm.speech.factory import speech_to_text, text_to_speech
 from voicecrm.telephony.simulator.audio_line import (
     CallerAction,
     EmulatedLine,
@@ -36,7 +36,6 @@ from voicecrm.telephony.simulator.audio_line import (
 )
 from voicecrm.telephony.voice_calls import SpeechProviders, voice_call
 from voicecrm.voice.call import VoiceCall
-from voicecrm.voice.ports import SpeechToText, TextToSpeech
 
 
 def read_utterances(path: Path) -> list[tuple[str, bytes]]:
@@ -81,29 +80,6 @@ def caller_script(utterances: Sequence[tuple[str, bytes]]) -> list[CallerAction]
     return [*script, WaitForTurn(), HangUp()]
 
 
-def providers_from_settings(settings: Settings) -> SpeechProviders:
-    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-
-    def stt(provider: str, model: str | None) -> SpeechToText:
-        return speech_to_text(
-            settings.stt_provider if provider == "default" else provider,
-            base_url=settings.llm_base_url,
-            api_key=key,
-            model=model or settings.stt_model,
-        )
-
-    def tts(provider: str, model: str | None) -> TextToSpeech:
-        return text_to_speech(
-            settings.tts_provider if provider == "default" else provider,
-            base_url=settings.llm_base_url,
-            api_key=key,
-            model=model or settings.tts_model,
-            voice=settings.tts_voice,
-        )
-
-    return SpeechProviders(build_stt=stt, build_tts=tts)
-
-
 class AudioSimulation:
     """Owns the emulated line, the providers and the voice call of one simulated call."""
 
@@ -119,7 +95,7 @@ class AudioSimulation:
             raise InvalidInput("--speed must be positive")
         self.utterances = utterances
         self.speed = speed
-        self.providers = providers or providers_from_settings(settings)
+        self.providers = providers or speech_providers(settings)
         self.line: EmulatedLine | None = None
         self.call: VoiceCall | None = None
 

@@ -1,0 +1,102 @@
+"""Twilio's voice webhooks, signed with twilio's own RequestValidator as Twilio signs them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from sqlalchemy import func, select
+
+from tests.twilio.conftest import PUBLIC, call_fields, post_signed, signed_headers
+from voicecrm.crm.models import CallRecord, Contact
+from voicecrm.storage import Database
+
+
+async def test_an_incoming_call_is_answered_with_a_stream_to_the_service(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    status, body = await post_signed(twilio, "/twilio/voice", call_fields("CA" + "1" * 32))
+    assert status == 200
+    assert '<Stream url="wss://voicecrm.example.com/twilio/media">' in body
+    assert '<Connect action="https://voicecrm.example.com/twilio/voice/after-stream">' in body
+    (call_id,) = re.findall(r'<Parameter name="call_id" value="(\d+)"', body)
+    async with database.transaction(read_only=True) as session:
+        record = await session.get(CallRecord, int(call_id))
+        contact = await session.get(Contact, record.contact_id if record else 0)
+    assert record is not None and record.channel == "twilio"
+    assert (record.from_number, record.to_number, record.scenario) == (
+        "+14155550123",
+        "+14155550100",
+        "receptionist",
+    )
+    assert contact is not None and contact.name == "Unknown Caller"
+
+
+async def test_a_bad_or_missing_signature_is_refused_with_403(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    fields = call_fields("CA" + "2" * 32)
+    forged = signed_headers(PUBLIC + "/twilio/voice", {**fields, "From": "+19995550000"})
+    for headers in ({}, forged, {"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"}):
+        response = await twilio.post("/twilio/voice", data=fields, headers=headers)
+        assert response.status == 403
+        assert response.content_type == "application/problem+json"
+    # Signed for another URL (a proxy rewrote the path): refused too.
+    status, _ = await post_signed(twilio, "/twilio/voice", fields, url=PUBLIC + "/other")
+    assert status == 403
+    async with database.transaction(read_only=True) as session:
+        assert await session.scalar(select(func.count()).select_from(CallRecord)) == 0
+
+
+async def test_a_retried_webhook_opens_one_call(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    fields = call_fields("CA" + "3" * 32)
+    first = await post_signed(twilio, "/twilio/voice", fields)
+    again = await post_signed(twilio, "/twilio/voice", fields)
+    assert first == again
+    async with database.transaction(read_only=True) as session:
+        assert await session.scalar(select(func.count()).select_from(CallRecord)) == 1
+
+
+async def test_status_callbacks_out_of_order_leave_the_final_state(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    sid = "CA" + "4" * 32
+    await post_signed(twilio, "/twilio/voice", call_fields(sid))
+    for status, sequence in (("completed", "2"), ("in-progress", "1"), ("completed", "2")):
+        code, _ = await post_signed(
+            twilio,
+            "/twilio/status",
+            call_fields(sid, CallStatus=status, SequenceNumber=sequence, CallDuration="42"),
+        )
+        assert code == 204
+    async with database.transaction(read_only=True) as session:
+        record = (await session.scalars(select(CallRecord))).one()
+    assert record.status == "completed" and record.ended_at is not None
+
+
+async def test_fifty_simultaneous_first_calls_from_one_new_number_make_one_contact(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    results = await asyncio.gather(
+        *(
+            post_signed(twilio, "/twilio/voice", call_fields(f"CA{i:032d}", caller="+14155550999"))
+            for i in range(50)
+        )
+    )
+    assert {status for status, _ in results} == {200}
+    async with database.transaction(read_only=True) as session:
+        contacts = (await session.scalars(select(Contact))).all()
+        calls = await session.scalar(select(func.count()).select_from(CallRecord))
+    assert len(contacts) == 1 and calls == 50
+    assert {c.id for c in contacts} == {contacts[0].id}
+
+
+async def test_a_webhook_without_a_call_sid_is_a_clear_400(twilio: TestClient[Any, Any]) -> None:
+    fields = call_fields("x")
+    del fields["CallSid"]
+    status, body = await post_signed(twilio, "/twilio/voice", fields)
+    assert status == 400 and "CallSid" in body

@@ -1,0 +1,31 @@
+"""What the Twilio endpoints need, built and owned by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from voicecrm.accounts.actor import Actor
+from voicecrm.scenarios.library import ScenarioRegistry
+from voicecrm.scenarios.ports import HttpClient, LanguageModel
+from voicecrm.storage import Database
+from voicecrm.telephony.voice_calls import SpeechProviders
+from voicecrm.voice.call import TurnObserver
+
+
+@dataclass
+class TwilioServices:
+    database: Database
+    actor: Actor
+    scenarios: ScenarioRegistry
+    providers: SpeechProviders
+    validator: RequestValidator | None  # None: no auth token configured
+    public_url: str | None = None
+    llm: LanguageModel | None = None
+    http: HttpClient | None = None
+    on_turn: TurnObserver | None = None
+
+
+TWILIO = web.AppKey("twilio", TwilioServices)

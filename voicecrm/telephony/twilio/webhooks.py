@@ -1,0 +1,155 @@
+"""Twilio's voice webhooks: the incoming call, the end of its Media Stream, status callbacks.
+
+Each request is signature-checked first. The incoming call resolves the
+caller to a contact, opens the call's row (once, however often Twilio
+retries), picks the scenario by the dialled number and answers with
+`<Connect><Stream>` to this service's WebSocket. When the stream ends, the
+`<Connect action>` webhook answers with what the scenario decided: `<Dial>`
+for a transfer, `<Hangup/>` otherwise. Status callbacks close the call's
+row with Twilio's final status; a retried or late callback changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
+
+from voicecrm.calls.interface import CallInfo, Direction
+from voicecrm.crm import call_log
+from voicecrm.crm.call_log import FINAL_STATUSES, NewCall
+from voicecrm.errors import NotFound
+from voicecrm.scenarios.crm_actions import ScenarioCRM
+from voicecrm.telephony.twilio.services import TWILIO, TwilioServices
+from voicecrm.telephony.twilio.signature import (
+    problem,
+    public_base,
+    refuse,
+    signed_by_twilio,
+    websocket_base,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "twilio"
+Handler = Callable[[web.Request, TwilioServices, Mapping[str, str]], Awaitable[web.Response]]
+
+
+def twiml(response: VoiceResponse) -> web.Response:
+    return web.Response(text=str(response), content_type="text/xml")
+
+
+def signed_form(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Checks configuration and the signature, then hands over the form's fields."""
+
+    async def checked(request: web.Request) -> web.Response:
+        services = request.config_dict[TWILIO]
+        if services.validator is None:
+            return problem(
+                503,
+                "Twilio is not configured",
+                "set VOICECRM_TWILIO_AUTH_TOKEN to the account's auth token to take calls",
+            )
+        form = await request.post()
+        fields = {name: value for name, value in form.items() if isinstance(value, str)}
+        url = public_base(request, services.public_url) + request.path_qs
+        if not signed_by_twilio(
+            services.validator, url, form, request.headers.get("X-Twilio-Signature")
+        ):
+            return refuse(request, "missing or bad X-Twilio-Signature")
+        if not fields.get("CallSid"):
+            return problem(400, "Bad Request", "the webhook has no CallSid")
+        return await handler(request, services, fields)
+
+    return checked
+
+
+async def incoming_call(
+    request: web.Request, services: TwilioServices, fields: Mapping[str, str]
+) -> web.Response:
+    sid, dialled = fields["CallSid"], fields.get("To", "")
+    try:
+        scenario = services.scenarios.library.for_number(dialled)
+    except NotFound:
+        log.warning("twilio: no scenario answers %s; call %s is rejected", dialled, sid)
+        response = VoiceResponse()
+        response.reject(reason="rejected")
+        return twiml(response)
+    info = CallInfo(
+        call_id=sid,
+        direction=Direction.INBOUND
+        if fields.get("Direction", "inbound") == "inbound"
+        else Direction.OUTBOUND,
+        from_number=fields.get("From", ""),
+        to_number=dialled,
+        caller_name=fields.get("CallerName") or None,
+        channel=CHANNEL,
+    )
+    contact_id = await ScenarioCRM(services.database, services.actor).ensure_contact(info)
+    async with services.database.transaction() as session:
+        record = await call_log.start_call(
+            session,
+            services.actor,
+            NewCall(
+                channel=CHANNEL,
+                external_id=sid,
+                direction=info.direction.value,
+                from_number=info.from_number,
+                to_number=dialled,
+                contact_id=contact_id,
+                scenario=scenario.name,
+            ),
+        )
+        call_id = record.id
+    base = public_base(request, services.public_url)
+    connect = Connect(action=f"{base}/twilio/voice/after-stream")
+    stream = connect.stream(url=f"{websocket_base(base)}/twilio/media")
+    stream.parameter(name="call_id", value=str(call_id))
+    response = VoiceResponse()
+    response.append(connect)
+    return twiml(response)
+
+
+async def after_stream(
+    request: web.Request, services: TwilioServices, fields: Mapping[str, str]
+) -> web.Response:
+    async with services.database.transaction(read_only=True) as session:
+        record = await call_log.find_call(session, CHANNEL, fields["CallSid"])
+        handoff = (record.state or {}).get("twilio_handoff") if record is not None else None
+    response = VoiceResponse()
+    if isinstance(handoff, dict) and handoff.get("action") == "dial" and handoff.get("target"):
+        dial = Dial(
+            timeout=int(handoff.get("ring_timeout") or 30),
+            caller_id=handoff.get("caller_id") or None,
+        )
+        target = str(handoff["target"])
+        if target.startswith("sip:"):
+            dial.sip(target)
+        else:
+            dial.number(target)
+        response.append(dial)
+    else:
+        response.hangup()
+    return twiml(response)
+
+
+async def status_callback(
+    request: web.Request, services: TwilioServices, fields: Mapping[str, str]
+) -> web.Response:
+    status = fields.get("CallStatus", "")
+    if status in FINAL_STATUSES:
+        async with services.database.transaction() as session:
+            record = await call_log.find_call(session, CHANNEL, fields["CallSid"])
+            if record is not None:
+                await call_log.finish_call(session, services.actor, record.id, status=status)
+    return web.Response(status=204)
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/voice", signed_form(incoming_call)),
+        web.post("/voice/after-stream", signed_form(after_stream)),
+        web.post("/status", signed_form(status_callback)),
+    ]
