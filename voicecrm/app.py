@@ -174,6 +174,7 @@ def build_app(
                     llm=llm,
                     http=AiohttpClient(http_session),
                     on_turn=app[TURN_METRICS].observe,
+                    blocked_callers=settings.blocked_callers,
                 )
                 yield
             finally:

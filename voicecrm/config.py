@@ -74,6 +74,11 @@ class Settings(BaseModel):
         description="Twilio auth token: checks every webhook's signature. Unset: the Twilio "
         "endpoints answer 503 and say so. Never logged.",
     )
+    blocked_callers: str = Field(
+        "reject",
+        description="What a call from a blocked contact gets: reject (refused before it is "
+        "answered) or the name of a scenario to run instead.",
+    )
     stt_provider: Literal["auto", "openai", "offline"] = Field(
         "auto",
         description="Speech-to-text for audio calls: openai (the LLM server's transcription "

@@ -7,9 +7,14 @@ import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp.plugin import AiohttpClient
 from sqlalchemy import func, select
 
+from tests.conftest import TeamWorld
 from tests.twilio.conftest import PUBLIC, call_fields, post_signed, signed_headers
+from voicecrm.app import build_app
+from voicecrm.config import Settings
+from voicecrm.crm import timeline
 from voicecrm.crm.models import CallRecord, Contact
 from voicecrm.storage import Database
 
@@ -100,3 +105,61 @@ async def test_a_webhook_without_a_call_sid_is_a_clear_400(twilio: TestClient[An
     del fields["CallSid"]
     status, body = await post_signed(twilio, "/twilio/voice", fields)
     assert status == 400 and "CallSid" in body
+
+
+async def block_the_unknown_caller(database: Database) -> int:
+    async with database.transaction() as session:
+        contact = (
+            await session.scalars(select(Contact).where(Contact.name == "Unknown Caller"))
+        ).one()
+        contact.blocked = True
+        return contact.id
+
+
+async def test_a_blocked_caller_is_rejected_and_the_call_is_on_the_timeline(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    await post_signed(twilio, "/twilio/voice", call_fields("CA" + "5" * 32, caller="+14155550666"))
+    contact_id = await block_the_unknown_caller(database)
+    status, body = await post_signed(
+        twilio, "/twilio/voice", call_fields("CA" + "6" * 32, caller="+14155550666")
+    )
+    assert status == 200 and '<Reject reason="rejected" />' in body
+    async with database.transaction(read_only=True) as session:
+        page = await timeline.page(session, contact_id, limit=10)
+    (blocked,) = [e for e in page.events if e.kind == "call" and e.data["status"] == "blocked"]
+    assert blocked.data["from_number"] == "+14155550666"
+
+
+async def test_progress_then_the_final_status_with_twilios_duration(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    sid = "CA" + "7" * 32
+    await post_signed(twilio, "/twilio/voice", call_fields(sid))
+    await post_signed(twilio, "/twilio/status", call_fields(sid, CallStatus="ringing"))
+    async with database.transaction(read_only=True) as session:
+        assert (await session.scalars(select(CallRecord))).one().status == "ringing"
+    await post_signed(
+        twilio, "/twilio/status", call_fields(sid, CallStatus="no-answer", CallDuration="0")
+    )
+    await post_signed(twilio, "/twilio/status", call_fields(sid, CallStatus="in-progress"))
+    async with database.transaction(read_only=True) as session:
+        record = (await session.scalars(select(CallRecord))).one()
+    assert (record.status, record.duration_seconds) == ("no-answer", 0)
+
+
+async def test_an_unknown_call_status_is_a_clear_400(twilio: TestClient[Any, Any]) -> None:
+    sid = "CA" + "8" * 32
+    status, body = await post_signed(twilio, "/twilio/status", call_fields(sid, CallStatus="odd"))
+    assert status == 400 and "odd" in body
+
+
+async def test_without_an_auth_token_the_endpoints_say_what_is_missing(
+    aiohttp_client: AiohttpClient, database_url: str, world: TeamWorld
+) -> None:
+    client = await aiohttp_client(
+        build_app(Settings(database_url=database_url, migrate_on_start=False))
+    )
+    response = await client.post("/twilio/voice", data=call_fields("CA" + "9" * 32))
+    assert response.status == 503
+    assert "VOICECRM_TWILIO_AUTH_TOKEN" in (await response.json())["detail"]

@@ -97,6 +97,14 @@ async def start_call(session: AsyncSession, actor: Actor, call: NewCall) -> Call
     return record
 
 
+async def note_progress(session: AsyncSession, record: CallRecord, status: str) -> None:
+    """A carrier's progress (ringing, in-progress) on a call not yet over; late news of a
+    finished call changes nothing."""
+    if record.ended_at is None and record.status not in FINAL_STATUSES:
+        record.status = status
+        record.updated_at = utcnow()
+
+
 async def find_call(session: AsyncSession, channel: str, external_id: str) -> CallRecord | None:
     return (
         await session.scalars(
@@ -130,15 +138,24 @@ async def finish_call(
     status: str,
     transcript: list[TranscriptLine] | None = None,
     recording_url: str | None = None,
+    duration_seconds: int | None = None,
 ) -> CallRecord:
-    """Close the call and put it on the contact's timeline; a second finish changes nothing."""
+    """Close the call and put it on the contact's timeline; a second finish changes nothing.
+
+    `duration_seconds` is the carrier's own count when it has one; else the time since the
+    call's row was opened.
+    """
     record = await get_call(session, actor, call_id)
     if record.ended_at is not None:
         return record
     now = utcnow()
     record.status = status
     record.ended_at = now
-    record.duration_seconds = max(0, int((now - record.started_at).total_seconds()))
+    record.duration_seconds = (
+        max(0, duration_seconds)
+        if duration_seconds is not None
+        else max(0, int((now - record.started_at).total_seconds()))
+    )
     record.recording_url = recording_url or record.recording_url
     record.updated_at = now
     if record.contact_id is not None:

@@ -26,6 +26,7 @@ class TwilioServices:
     llm: LanguageModel | None = None
     http: HttpClient | None = None
     on_turn: TurnObserver | None = None
+    blocked_callers: str = "reject"  # or the name of the scenario blocked callers get
 
 
 TWILIO = web.AppKey("twilio", TwilioServices)

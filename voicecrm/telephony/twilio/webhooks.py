@@ -15,11 +15,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 from voicecrm.calls.interface import CallInfo, Direction
 from voicecrm.crm import call_log
 from voicecrm.crm.call_log import FINAL_STATUSES, NewCall
+from voicecrm.crm.models import Contact
 from voicecrm.errors import NotFound
 from voicecrm.scenarios.crm_actions import ScenarioCRM
 from voicecrm.telephony.twilio.services import TWILIO, TwilioServices
@@ -34,6 +36,7 @@ from voicecrm.telephony.twilio.signature import (
 log = logging.getLogger(__name__)
 
 CHANNEL = "twilio"
+PROGRESS_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"})
 Handler = Callable[[web.Request, TwilioServices, Mapping[str, str]], Awaitable[web.Response]]
 
 
@@ -89,6 +92,15 @@ async def incoming_call(
     )
     contact_id = await ScenarioCRM(services.database, services.actor).ensure_contact(info)
     async with services.database.transaction() as session:
+        contact = await session.get(Contact, contact_id)
+        if contact is not None and contact.blocked:
+            if services.blocked_callers == "reject":
+                return await _reject_blocked(session, services, info, contact_id)
+            try:
+                scenario = services.scenarios.library.get(services.blocked_callers)
+            except NotFound:
+                log.error("twilio: no scenario %r for blocked callers", services.blocked_callers)
+                return await _reject_blocked(session, services, info, contact_id)
         record = await call_log.start_call(
             session,
             services.actor,
@@ -109,6 +121,30 @@ async def incoming_call(
     stream.parameter(name="call_id", value=str(call_id))
     response = VoiceResponse()
     response.append(connect)
+    return twiml(response)
+
+
+async def _reject_blocked(
+    session: AsyncSession, services: TwilioServices, info: CallInfo, contact_id: int
+) -> web.Response:
+    """Refused before it is answered, and on the contact's timeline as blocked."""
+    record = await call_log.start_call(
+        session,
+        services.actor,
+        NewCall(
+            channel=CHANNEL,
+            external_id=info.call_id,
+            direction=info.direction.value,
+            from_number=info.from_number,
+            to_number=info.to_number,
+            contact_id=contact_id,
+        ),
+    )
+    await call_log.finish_call(
+        session, services.actor, record.id, status="blocked", duration_seconds=0
+    )
+    response = VoiceResponse()
+    response.reject(reason="rejected")
     return twiml(response)
 
 
@@ -139,11 +175,23 @@ async def status_callback(
     request: web.Request, services: TwilioServices, fields: Mapping[str, str]
 ) -> web.Response:
     status = fields.get("CallStatus", "")
-    if status in FINAL_STATUSES:
-        async with services.database.transaction() as session:
-            record = await call_log.find_call(session, CHANNEL, fields["CallSid"])
-            if record is not None:
-                await call_log.finish_call(session, services.actor, record.id, status=status)
+    if status not in FINAL_STATUSES | PROGRESS_STATUSES:
+        return problem(400, "Bad Request", f"unknown CallStatus {status!r}")
+    duration = fields.get("CallDuration", "")
+    async with services.database.transaction() as session:
+        record = await call_log.find_call(session, CHANNEL, fields["CallSid"])
+        if record is None:
+            return web.Response(status=204)  # a call that never reached the voice webhook
+        if status in FINAL_STATUSES:
+            await call_log.finish_call(
+                session,
+                services.actor,
+                record.id,
+                status=status,
+                duration_seconds=int(duration) if duration.isdigit() else None,
+            )
+        else:
+            await call_log.note_progress(session, record, status)
     return web.Response(status=204)
 
 
