@@ -175,6 +175,7 @@ def build_app(
                     http=AiohttpClient(http_session),
                     on_turn=app[TURN_METRICS].observe,
                     blocked_callers=settings.blocked_callers,
+                    mode=settings.twilio_mode,
                 )
                 yield
             finally:

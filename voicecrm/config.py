@@ -74,6 +74,11 @@ class Settings(BaseModel):
         description="Twilio auth token: checks every webhook's signature. Unset: the Twilio "
         "endpoints answer 503 and say so. Never logged.",
     )
+    twilio_mode: Literal["stream", "twiml"] = Field(
+        "stream",
+        description="How Twilio calls run unless a scenario says otherwise: stream (Media "
+        "Streams through the service's speech providers) or twiml (Twilio's <Say> and <Gather>).",
+    )
     blocked_callers: str = Field(
         "reject",
         description="What a call from a blocked contact gets: reject (refused before it is "

@@ -42,6 +42,20 @@ SCENARIOS = {
               instructions: "You work for {{ business.name }}."
               transfer_targets: {office: "+14155550122"}
     """,
+    "intake.yaml": """
+        name: intake
+        numbers: ["+14155550102"]
+        settings: {twilio_mode: twiml, greeting: "Thanks for calling."}
+        steps:
+          ask_name:
+            gather: {prompt: "What is your name?", save_as: name}
+          ask_reason:
+            gather: {prompt: "Thanks {{ name }}. Why are you calling?", save_as: reason}
+          note:
+            create_crm_note: "{{ name }} called about {{ reason }}"
+          bye:
+            say: "Goodbye {{ name }}."
+    """,
     "menu.yaml": """
         name: menu
         numbers: ["+14155550101"]
@@ -79,14 +93,8 @@ def scenarios_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def twilio(
-    aiohttp_client: AiohttpClient,
-    database_url: str,
-    world: TeamWorld,
-    scenarios_dir: Path,
-    openai_server: FakeOpenAI,
-) -> TestClient[Any, Any]:
-    settings = Settings(
+def settings(database_url: str, scenarios_dir: Path, openai_server: FakeOpenAI) -> Settings:
+    return Settings(
         database_url=database_url,
         migrate_on_start=False,
         scenarios_dir=str(scenarios_dir),
@@ -97,6 +105,21 @@ async def twilio(
         stt_provider="openai",
         tts_provider="openai",
     )
+
+
+@pytest.fixture
+async def twilio(
+    aiohttp_client: AiohttpClient, settings: Settings, world: TeamWorld
+) -> TestClient[Any, Any]:
+    """The service, as Twilio reaches it."""
+    return await aiohttp_client(build_app(settings))
+
+
+@pytest.fixture
+async def second_instance(
+    aiohttp_client: AiohttpClient, settings: Settings, world: TeamWorld
+) -> TestClient[Any, Any]:
+    """Another instance of the service on the same database, behind the same public URL."""
     return await aiohttp_client(build_app(settings))
 
 

@@ -131,6 +131,12 @@ class Settings(Model):
     limits: Limits = Limits()
     llm: LLMSettings = LLMSettings()
     speech: SpeechSettings = SpeechSettings()
+    twilio_mode: Literal["default", "stream", "twiml"] = Field(
+        "default",
+        description="Twilio calls: stream (Media Streams through the service's own speech) or "
+        "twiml (Twilio's <Say> and <Gather>, no speech providers needed); default: the "
+        "service's VOICECRM_TWILIO_MODE.",
+    )
 
 
 class Business(Model):

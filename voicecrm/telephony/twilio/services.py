@@ -27,6 +27,7 @@ class TwilioServices:
     http: HttpClient | None = None
     on_turn: TurnObserver | None = None
     blocked_callers: str = "reject"  # or the name of the scenario blocked callers get
+    mode: str = "stream"  # or "twiml", unless a scenario says otherwise
 
 
 TWILIO = web.AppKey("twilio", TwilioServices)

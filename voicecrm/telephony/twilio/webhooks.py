@@ -18,12 +18,15 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
-from voicecrm.calls.interface import CallInfo, Direction
+from voicecrm.calls.interface import CallInfo, Direction, GatherResult
 from voicecrm.crm import call_log
 from voicecrm.crm.call_log import FINAL_STATUSES, NewCall
 from voicecrm.crm.models import Contact
 from voicecrm.errors import NotFound
 from voicecrm.scenarios.crm_actions import ScenarioCRM
+from voicecrm.scenarios.models import Scenario
+from voicecrm.scenarios.runner import run_call
+from voicecrm.scenarios.state import CallState
 from voicecrm.telephony.twilio.services import TWILIO, TwilioServices
 from voicecrm.telephony.twilio.signature import (
     problem,
@@ -32,6 +35,7 @@ from voicecrm.telephony.twilio.signature import (
     signed_by_twilio,
     websocket_base,
 )
+from voicecrm.telephony.twilio.twiml_call import TwimlCall
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +119,13 @@ async def incoming_call(
             ),
         )
         call_id = record.id
+        saved = dict(record.state or {})
     base = public_base(request, services.public_url)
+    mode = scenario.settings.twilio_mode
+    if (services.mode if mode == "default" else mode) == "twiml":
+        if "twilio_twiml" in saved:  # Twilio retried this webhook: the same answer again
+            return web.Response(text=saved["twilio_twiml"], content_type="text/xml")
+        return await _run_twiml(request, services, scenario, info, call_id, state=None, turn=1)
     connect = Connect(action=f"{base}/twilio/voice/after-stream")
     stream = connect.stream(url=f"{websocket_base(base)}/twilio/media")
     stream.parameter(name="call_id", value=str(call_id))
@@ -146,6 +156,101 @@ async def _reject_blocked(
     response = VoiceResponse()
     response.reject(reason="rejected")
     return twiml(response)
+
+
+async def _run_twiml(
+    request: web.Request,
+    services: TwilioServices,
+    scenario: Scenario,
+    info: CallInfo,
+    call_id: int,
+    *,
+    state: CallState | None,
+    turn: int,
+    answer: GatherResult | None = None,
+) -> web.Response:
+    """Run the scenario until it waits for the caller; answer with the TwiML it wrote.
+
+    `turn` numbers this webhook's `<Gather>` action URL, so a retried or stale gather
+    webhook is recognised and answered with the TwiML already given, not run twice.
+    """
+    base = public_base(request, services.public_url)
+    call = TwimlCall(
+        info,
+        gather_url=f"{base}/twilio/voice/gather?call_id={call_id}&turn={turn}",
+        voice=scenario.settings.voice,
+        language=scenario.settings.language,
+    )
+    run = await run_call(
+        services.database,
+        services.actor,
+        scenario,
+        call,
+        channel=CHANNEL,
+        llm=services.llm,
+        http=services.http,
+        state=state,
+        answer=answer,
+    )
+    if run.state.finished and not call.ended:
+        call.response.hangup()
+    text = str(call.response)
+    async with services.database.transaction() as session:
+        record = await call_log.get_call(session, services.actor, call_id)
+        record.state = {**(record.state or {}), "twilio_twiml": text, "twilio_turn": turn}
+    return web.Response(text=text, content_type="text/xml")
+
+
+async def gather_answer(
+    request: web.Request, services: TwilioServices, fields: Mapping[str, str]
+) -> web.Response:
+    """The caller's answer to a `<Gather>`: resume the scenario where it waited."""
+    try:
+        call_id = int(request.query.get("call_id", ""))
+        turn = int(request.query.get("turn", ""))
+    except ValueError:
+        return problem(400, "Bad Request", "the gather URL needs call_id and turn numbers")
+    async with services.database.transaction(read_only=True) as session:
+        try:
+            record = await call_log.get_call(session, services.actor, call_id)
+        except NotFound:
+            return problem(404, "Not Found", f"call {call_id} does not exist")
+        if record.external_id != fields["CallSid"]:
+            return problem(400, "Bad Request", "this gather belongs to another call")
+        saved = dict(record.state or {})
+        info = CallInfo(
+            call_id=record.external_id,
+            direction=Direction(record.direction),
+            from_number=record.from_number,
+            to_number=record.to_number,
+            channel=CHANNEL,
+        )
+        scenario_name = record.scenario
+    if saved.get("twilio_turn") != turn or not saved.get("awaiting"):
+        # A retry, or an answer to a prompt already answered: repeat what was said last.
+        response = VoiceResponse()
+        response.hangup()
+        return web.Response(
+            text=saved.get("twilio_twiml") or str(response), content_type="text/xml"
+        )
+    try:
+        scenario = services.scenarios.library.get(scenario_name or "")
+    except NotFound:
+        return problem(409, "Conflict", f"the call's scenario {scenario_name!r} is gone")
+    state = CallState.from_json(
+        {k: v for k, v in saved.items() if k not in ("twilio_twiml", "twilio_turn")}
+    )
+    confidence = fields.get("Confidence", "")
+    try:
+        level = float(confidence) if confidence else None
+    except ValueError:
+        return problem(400, "Bad Request", f"Confidence {confidence!r} is not a number")
+    answer = GatherResult(
+        digits=fields.get("Digits", ""), speech=fields.get("SpeechResult", ""), confidence=level
+    )
+    return await _run_twiml(
+        request, services, scenario, info, call_id, state=state, turn=turn + 1, answer=answer
+    )
 
 
 async def after_stream(
@@ -199,5 +304,6 @@ def routes() -> list[web.RouteDef]:
     return [
         web.post("/voice", signed_form(incoming_call)),
         web.post("/voice/after-stream", signed_form(after_stream)),
+        web.post("/voice/gather", signed_form(gather_answer)),
         web.post("/status", signed_form(status_callback)),
     ]
