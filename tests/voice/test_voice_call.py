@@ -225,3 +225,10 @@ async def test_the_echo_test_plays_the_callers_own_voice_back() -> None:
     assert heard, "the caller's voice came back"
     first_caller_tick = line.log.caller_speech[0][0]
     assert heard[0] - first_caller_tick <= 4  # back within a few frames
+
+
+async def test_the_callers_raw_audio_is_available_until_they_hang_up() -> None:
+    _line, call, _tts, _stt = make_call([Silence(0.2), HangUp()])
+    async with call:
+        frames = [frame async for frame in call.audio_in()]
+    assert 9 <= len(frames) <= 11 and all(len(f) == 160 for f in frames)

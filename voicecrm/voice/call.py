@@ -288,7 +288,10 @@ class VoiceCall:
                 await self._line.send(frame)
         captured: list[bytes] = []
         listener = self._listener
-        listener.taps.append(lambda _ulaw, pcm: captured.append(pcm))
+        def capture(_ulaw: bytes, pcm: bytes) -> None:
+            captured.append(pcm)
+
+        listener.taps.append(capture)
         token = listener.arm(max_seconds)
         spoke = False
         try:
@@ -303,7 +306,7 @@ class VoiceCall:
                 if isinstance(item, SpeechEnded):
                     break
         finally:
-            listener.taps.pop()
+            listener.taps.remove(capture)
             listener.disarm()
         if not spoke:
             return None
@@ -320,7 +323,10 @@ class VoiceCall:
         self._check_open()
         echoed: asyncio.Queue[bytes] = asyncio.Queue()
         listener = self._listener
-        listener.taps.append(lambda ulaw, _pcm: echoed.put_nowait(ulaw))
+        def repeat(ulaw: bytes, _pcm: bytes) -> None:
+            echoed.put_nowait(ulaw)
+
+        listener.taps.append(repeat)
         token = listener.arm(seconds)
         try:
             while True:
@@ -339,7 +345,7 @@ class VoiceCall:
                     if isinstance(item, TimedOut) and item.token == token:
                         return
         finally:
-            listener.taps.pop()
+            listener.taps.remove(repeat)
             listener.disarm()
 
     # ------------------------------------------------------------- the line
@@ -366,13 +372,17 @@ class VoiceCall:
 
     async def audio_in(self) -> AsyncIterator[bytes]:
         self._check_open()
-        frames: asyncio.Queue[bytes] = asyncio.Queue()
+        frames: asyncio.Queue[bytes | None] = asyncio.Queue()
         listener = self._listener
-        tap = lambda ulaw, _pcm: frames.put_nowait(ulaw)  # noqa: E731
+
+        def tap(ulaw: bytes, _pcm: bytes) -> None:
+            frames.put_nowait(ulaw)
+
         listener.taps.append(tap)
+        listener.on_close.append(lambda: frames.put_nowait(None))
         try:
-            while listener.closed is None:
-                yield await frames.get()
+            while (frame := await frames.get()) is not None:
+                yield frame
         finally:
             listener.taps.remove(tap)
 

@@ -72,6 +72,7 @@ class Listener:
         self._deadline: tuple[int, int] | None = None  # (frame, token)
         self._tokens = 0
         self.taps: list[FrameTap] = []
+        self.on_close: list[Callable[[], None]] = []
 
     # ----------------------------------------------------------- timeouts
     def arm(self, seconds: float) -> int:
@@ -103,6 +104,8 @@ class Listener:
         finally:
             self.closed = reason
             self.inbox.put_nowait(Closed(reason))
+            for hook in self.on_close:
+                hook()
 
     async def _frame(self, ulaw: bytes) -> None:
         pcm = ulaw_to_pcm16(ulaw)
