@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"host": args.host})
     if args.port is not None:
         settings = settings.model_copy(update={"port": args.port})
-    app = build_app(settings, on_first_start=_print_first_start)
+    app = build_app(settings, on_first_start=_print_first_start, freeze_gc=True)
     print(
         f"voicecrm {__version__}, database {Database.describe(settings.database_url)}", flush=True
     )

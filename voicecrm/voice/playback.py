@@ -132,6 +132,9 @@ class Playback:
                     self._on_first_audio(self._clock(), self._clock() - asked)
                     resampler = StreamResampler(chunk.sample_rate, SAMPLE_RATE)
                 await self._put(sentence, framer.push(resampler.process(chunk.pcm)))
+                # A provider with audio ready never makes this wait: let the speaker send
+                # what is queued (the first frame above all) before converting more.
+                await asyncio.sleep(0)
         if resampler is not None:
             tail = framer.push(resampler.flush())
             last = framer.flush(0)
