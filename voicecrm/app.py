@@ -29,6 +29,7 @@ from voicecrm.api.resources import all_routes
 from voicecrm.api.resources.csv_io import MAX_IMPORT_BYTES
 from voicecrm.api.resources.scenarios import SCENARIOS
 from voicecrm.api.server import API_PREFIX, DATABASE, build_api
+from voicecrm.calls.outbound import OutboundNotConfigured
 from voicecrm.config import Settings
 from voicecrm.errors import ScenarioInvalid
 from voicecrm.integrations.http_client import AiohttpClient
@@ -39,6 +40,7 @@ from voicecrm.storage import Database
 from voicecrm.storage.migrate import upgrade
 from voicecrm.telephony.twilio import media_stream as twilio_media
 from voicecrm.telephony.twilio import webhooks as twilio_webhooks
+from voicecrm.telephony.twilio.outbound import TwilioOutbound, rest_client
 from voicecrm.telephony.twilio.services import TWILIO, TwilioServices
 from voicecrm.telephony.voice_calls import SpeechProviders
 from voicecrm.voice.ports import SpeechToText, TextToSpeech
@@ -115,6 +117,31 @@ async def _freeze_startup_objects(_: web.Application) -> None:
     gc.freeze()
 
 
+def twilio_outbound(
+    settings: Settings, database: Database, actor: Actor, scenarios: ScenarioRegistry
+) -> TwilioOutbound:
+    """Outbound calls through Twilio; `OutboundNotConfigured` says which setting is unset.
+
+    Call inside the running loop: the REST client opens its connection pool here.
+    """
+    token = settings.twilio_auth_token
+    client = rest_client(
+        settings.twilio_account_sid,
+        token.get_secret_value() if token else None,
+        settings.public_url,
+        api_base_url=settings.twilio_api_base_url,
+    )
+    assert settings.public_url is not None  # rest_client refuses without it
+    return TwilioOutbound(
+        database,
+        actor,
+        scenarios,
+        client,
+        settings.public_url,
+        default_from=settings.twilio_from_number,
+    )
+
+
 def build_app(
     settings: Settings,
     *,
@@ -169,6 +196,7 @@ def build_app(
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
         llm = language_model_from_settings(settings.llm_base_url, key)
         token = settings.twilio_auth_token
+        outbound: TwilioOutbound | None = None
         async with aiohttp.ClientSession() as http_session:
             try:
                 async with app[DATABASE].transaction(read_only=True) as session:
@@ -177,6 +205,10 @@ def build_app(
                     actor = Actor.system(accounts.team_settings(team))
                 if token is None:
                     log.info("twilio: VOICECRM_TWILIO_AUTH_TOKEN is not set; /twilio answers 503")
+                try:
+                    outbound = twilio_outbound(settings, app[DATABASE], actor, app[SCENARIOS])
+                except OutboundNotConfigured as err:
+                    log.info("twilio: no outbound calls: %s", err.detail)
                 app[TWILIO] = TwilioServices(
                     database=app[DATABASE],
                     actor=actor,
@@ -189,9 +221,12 @@ def build_app(
                     on_turn=app[TURN_METRICS].observe,
                     blocked_callers=settings.blocked_callers,
                     mode=settings.twilio_mode,
+                    outbound=outbound,
                 )
                 yield
             finally:
+                if outbound is not None:
+                    await outbound.aclose()
                 await providers.aclose()
                 if llm is not None:
                     await llm.aclose()

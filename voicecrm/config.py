@@ -68,11 +68,25 @@ class Settings(BaseModel):
         description="The service's public base URL as Twilio reaches it (https://crm.example.com);"
         " unset: taken from each request's Host and X-Forwarded-Proto.",
     )
-    twilio_account_sid: str | None = Field(None, description="Twilio account SID (AC...).")
+    twilio_account_sid: str | None = Field(
+        None,
+        description="Twilio account SID (AC...); placing calls needs it, the auth token and "
+        "the public URL.",
+    )
     twilio_auth_token: SecretStr | None = Field(
         None,
         description="Twilio auth token: checks every webhook's signature. Unset: the Twilio "
         "endpoints answer 503 and say so. Never logged.",
+    )
+    twilio_from_number: str | None = Field(
+        None,
+        description="Caller ID of outbound calls when neither the request nor the scenario's "
+        "numbers give one (a Twilio number or verified caller ID, E.164).",
+    )
+    twilio_api_base_url: str | None = Field(
+        None,
+        description="Base URL of Twilio's REST API, for a regional edge "
+        "(https://api.dublin.ie1.twilio.com) or a test double; unset: https://api.twilio.com.",
     )
     twilio_mode: Literal["stream", "twiml"] = Field(
         "stream",

@@ -163,11 +163,17 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--name", default="cli")
     token.set_defaults(func=cmd_tokens_create)
 
-    from voicecrm.cli import contacts_commands, scenarios_commands, simulate_command
+    from voicecrm.cli import (
+        call_command,
+        contacts_commands,
+        scenarios_commands,
+        simulate_command,
+    )
 
     contacts_commands.register(sub)
     scenarios_commands.register(sub)
     simulate_command.register(sub)
+    call_command.register(sub)
 
     return root
 

@@ -7,6 +7,7 @@ the same event) and closed when it ends; the timeline gets the finished call
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from voicecrm.accounts.actor import Actor
 from voicecrm.crm import timeline
 from voicecrm.crm.models import CallRecord
-from voicecrm.errors import NotFound
+from voicecrm.errors import Conflict, NotFound
 from voicecrm.storage import utcnow
 
 
@@ -47,11 +48,31 @@ class TaskCreated(timeline.EventData):
     assignee_user_id: int | None
 
 
+class MachineAnswered(timeline.EventData):
+    """Answering machine detection heard a machine (or a fax) on an outbound call."""
+
+    call_id: int
+    answered_by: str
+    action: str  # "hangup" or "continue" (the scenario ran, to leave a message)
+
+
 timeline.register_kind("transcript", TranscriptEvent)
 timeline.register_kind("voicemail", VoicemailEvent)
 timeline.register_kind("task_created", TaskCreated)
+timeline.register_kind("machine_answered", MachineAnswered)
 
 FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+PENDING_PREFIX = "pending-"
+
+
+def pending_external_id() -> str:
+    """A placeholder carrier id for an outbound call's row, opened before the carrier
+    names the call: unique, so the `(channel, external_id)` index still holds."""
+    return f"{PENDING_PREFIX}{uuid.uuid4().hex}"
+
+
+def is_pending(external_id: str) -> bool:
+    return external_id.startswith(PENDING_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +84,7 @@ class NewCall:
     to_number: str
     contact_id: int | None
     scenario: str | None = None
+    status: str = "in-progress"  # an outbound call starts "queued", before anyone answers
 
 
 async def start_call(session: AsyncSession, actor: Actor, call: NewCall) -> CallRecord:
@@ -79,7 +101,7 @@ async def start_call(session: AsyncSession, actor: Actor, call: NewCall) -> Call
         direction=call.direction,
         from_number=call.from_number,
         to_number=call.to_number,
-        status="in-progress",
+        status=call.status,
         scenario=call.scenario,
         started_at=now,
         updated_at=now,
@@ -95,6 +117,48 @@ async def start_call(session: AsyncSession, actor: Actor, call: NewCall) -> Call
             raise
         return found
     return record
+
+
+async def set_external_id(
+    session: AsyncSession, actor: Actor, call_id: int, external_id: str
+) -> CallRecord:
+    """Give an outbound call's row the carrier's id once the carrier has named the call.
+
+    The REST answer, the first webhook and an early status callback may each be first
+    to know the id, so setting the same id again changes nothing; replacing a real id
+    with another is refused.
+    """
+    record = await get_call(session, actor, call_id)
+    if record.external_id == external_id:
+        return record
+    if not is_pending(record.external_id):
+        raise Conflict(f"call {call_id} is already carrier call {record.external_id}")
+    try:
+        # Changed inside the savepoint: a clash rolls back to the pending id and leaves the
+        # caller's transaction usable.
+        async with session.begin_nested():
+            record.external_id = external_id
+            record.updated_at = utcnow()
+            await session.flush()
+    except IntegrityError:
+        raise Conflict(
+            f"carrier call {external_id} already belongs to another call than {call_id}"
+        ) from None
+    return record
+
+
+async def machine_answered(
+    session: AsyncSession, actor: Actor, record: CallRecord, answered_by: str, action: str
+) -> None:
+    """Put on the contact's timeline that a machine answered, and what the call did then."""
+    if record.contact_id is not None:
+        await timeline.append(
+            session,
+            actor,
+            record.contact_id,
+            "machine_answered",
+            MachineAnswered(call_id=record.id, answered_by=answered_by, action=action),
+        )
 
 
 async def note_progress(session: AsyncSession, record: CallRecord, status: str) -> None:

@@ -117,6 +117,17 @@ class SpeechSettings(Model):
     turn_taking: TurnTaking = TurnTaking()
 
 
+class OutboundSettings(Model):
+    """Calls this scenario places (the dialer, `voicecrm call`)."""
+
+    on_machine: Literal["hangup", "continue"] = Field(
+        "hangup",
+        description="When answering machine detection hears a machine: hangup (the call "
+        "ends, recorded as answered by a machine) or continue (the scenario runs, to leave "
+        "a message; `answered_by` tells it who answered). A fax is always hung up on.",
+    )
+
+
 class Settings(Model):
     language: str = "en-US"
     voice: str | None = None
@@ -137,6 +148,7 @@ class Settings(Model):
         "twiml (Twilio's <Say> and <Gather>, no speech providers needed); default: the "
         "service's VOICECRM_TWILIO_MODE.",
     )
+    outbound: OutboundSettings = OutboundSettings()
 
 
 class Business(Model):

@@ -288,6 +288,7 @@ class VoiceCall:
                 await self._line.send(frame)
         captured: list[bytes] = []
         listener = self._listener
+
         def capture(_ulaw: bytes, pcm: bytes) -> None:
             captured.append(pcm)
 
@@ -323,6 +324,7 @@ class VoiceCall:
         self._check_open()
         echoed: asyncio.Queue[bytes] = asyncio.Queue()
         listener = self._listener
+
         def repeat(ulaw: bytes, _pcm: bytes) -> None:
             echoed.put_nowait(ulaw)
 

@@ -32,7 +32,7 @@ from voicecrm.telephony.twilio.signature import (
     signed_by_twilio,
     websocket_base,
 )
-from voicecrm.telephony.twilio.webhooks import CHANNEL
+from voicecrm.telephony.twilio.webhooks import CHANNEL, placed_call_state
 from voicecrm.telephony.voice_calls import voice_call
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ async def _run(services: TwilioServices, ws: web.WebSocketResponse, start: proto
             channel=CHANNEL,
         )
         scenario_name = record.scenario
+        state = placed_call_state(record)
     if record.external_id != start.call_sid:
         log.warning(
             "twilio stream %s: call %s is not %s", start.stream_sid, call_id, start.call_sid
@@ -126,6 +127,7 @@ async def _run(services: TwilioServices, ws: web.WebSocketResponse, start: proto
                 channel=CHANNEL,
                 llm=services.llm,
                 http=services.http,
+                state=state,
             )
     except VoiceCRMError as err:
         log.error("twilio call %s could not run: %s", call_id, err.detail)

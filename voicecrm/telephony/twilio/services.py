@@ -8,6 +8,7 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 
 from voicecrm.accounts.actor import Actor
+from voicecrm.calls.outbound import OutboundCalls
 from voicecrm.scenarios.library import ScenarioRegistry
 from voicecrm.scenarios.ports import HttpClient, LanguageModel
 from voicecrm.storage import Database
@@ -28,6 +29,7 @@ class TwilioServices:
     on_turn: TurnObserver | None = None
     blocked_callers: str = "reject"  # or the name of the scenario blocked callers get
     mode: str = "stream"  # or "twiml", unless a scenario says otherwise
+    outbound: OutboundCalls | None = None  # None: no account SID, auth token or public URL
 
 
 TWILIO = web.AppKey("twilio", TwilioServices)

@@ -7,26 +7,37 @@ retries), picks the scenario by the dialled number and answers with
 `<Connect action>` webhook answers with what the scenario decided: `<Dial>`
 for a transfer, `<Hangup/>` otherwise. Status callbacks close the call's
 row with Twilio's final status; a retried or late callback changes nothing.
+
+A call this service placed (`TwilioOutbound`) comes back to the same voice
+webhook with its row's id in the URL: it runs the scenario it was placed for,
+with the callee's contact, not the scenario of any dialled number. With
+answering machine detection, `AnsweredBy` decides first: a machine is hung up
+on (the call ends as "machine") unless the scenario's `outbound.on_machine`
+says to continue and leave a message; a fax always is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 from voicecrm.calls.interface import CallInfo, Direction, GatherResult
+from voicecrm.calls.outbound import Answerer
 from voicecrm.crm import call_log
 from voicecrm.crm.call_log import FINAL_STATUSES, NewCall
-from voicecrm.crm.models import Contact
-from voicecrm.errors import NotFound
+from voicecrm.crm.models import CallRecord, Contact
+from voicecrm.errors import Conflict, NotFound
 from voicecrm.scenarios.crm_actions import ScenarioCRM
 from voicecrm.scenarios.models import Scenario
 from voicecrm.scenarios.runner import run_call
 from voicecrm.scenarios.state import CallState
+from voicecrm.storage import utcnow
 from voicecrm.telephony.twilio.services import TWILIO, TwilioServices
 from voicecrm.telephony.twilio.signature import (
     problem,
@@ -41,6 +52,10 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "twilio"
 PROGRESS_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"})
+MACHINES = frozenset(
+    {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other"}
+)
+STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(CallState))
 Handler = Callable[[web.Request, TwilioServices, Mapping[str, str]], Awaitable[web.Response]]
 
 
@@ -73,9 +88,49 @@ def signed_form(handler: Handler) -> Callable[[web.Request], Awaitable[web.Respo
     return checked
 
 
+def answerer(answered_by: str) -> Answerer:
+    """Twilio's `AnsweredBy` in the carrier-neutral terms the call log and scenarios use."""
+    if answered_by in MACHINES:
+        return Answerer.MACHINE
+    if answered_by in (Answerer.FAX, Answerer.HUMAN):
+        return Answerer(answered_by)
+    return Answerer.UNKNOWN
+
+
+def engine_state(saved: Mapping[str, Any]) -> CallState:
+    """The scenario engine's part of a call's saved state, without this adapter's keys."""
+    return CallState.from_json({k: v for k, v in saved.items() if k in STATE_FIELDS})
+
+
+def placed_call_state(record: CallRecord) -> CallState | None:
+    """The state the voice webhook prepared for a call this service placed (the callee's
+    contact, who answered, the campaign), for its Media Stream to start from; None for an
+    incoming call, whose run resolves the caller itself."""
+    saved = record.state or {}
+    if record.direction != Direction.OUTBOUND.value or "version" not in saved:
+        return None
+    return engine_state(saved)
+
+
+def _connect_stream(base: str, call_id: int) -> web.Response:
+    connect = Connect(action=f"{base}/twilio/voice/after-stream")
+    stream = connect.stream(url=f"{websocket_base(base)}/twilio/media")
+    stream.parameter(name="call_id", value=str(call_id))
+    response = VoiceResponse()
+    response.append(connect)
+    return twiml(response)
+
+
+def _uses_twiml(services: TwilioServices, scenario: Scenario) -> bool:
+    mode = scenario.settings.twilio_mode
+    return (services.mode if mode == "default" else mode) == "twiml"
+
+
 async def incoming_call(
     request: web.Request, services: TwilioServices, fields: Mapping[str, str]
 ) -> web.Response:
+    if "call_id" in request.query or fields.get("Direction") == "outbound-api":
+        return await placed_call_answered(request, services, fields)
     sid, dialled = fields["CallSid"], fields.get("To", "")
     try:
         scenario = services.scenarios.library.for_number(dialled)
@@ -120,17 +175,119 @@ async def incoming_call(
         )
         call_id = record.id
         saved = dict(record.state or {})
-    base = public_base(request, services.public_url)
-    mode = scenario.settings.twilio_mode
-    if (services.mode if mode == "default" else mode) == "twiml":
+    if _uses_twiml(services, scenario):
         if "twilio_twiml" in saved:  # Twilio retried this webhook: the same answer again
             return web.Response(text=saved["twilio_twiml"], content_type="text/xml")
         return await _run_twiml(request, services, scenario, info, call_id, state=None, turn=1)
-    connect = Connect(action=f"{base}/twilio/voice/after-stream")
-    stream = connect.stream(url=f"{websocket_base(base)}/twilio/media")
-    stream.parameter(name="call_id", value=str(call_id))
+    return _connect_stream(public_base(request, services.public_url), call_id)
+
+
+async def _placed_call(
+    session: AsyncSession, services: TwilioServices, request: web.Request, sid: str
+) -> CallRecord | web.Response:
+    """The row of a call this service placed, by the id in the URL (checked against the
+    CallSid) or by the CallSid; the row takes the CallSid if Twilio's webhook is the first
+    to name it."""
+    raw = request.query.get("call_id")
+    if raw is None:
+        found = await call_log.find_call(session, CHANNEL, sid)
+        if found is None:
+            return problem(404, "Not Found", f"call {sid} was not placed by this service")
+        record = found
+    else:
+        try:
+            call_id = int(raw)
+        except ValueError:
+            return problem(400, "Bad Request", f"call_id {raw!r} is not a number")
+        try:
+            record = await call_log.get_call(session, services.actor, call_id)
+        except NotFound:
+            return problem(404, "Not Found", f"call {call_id} does not exist")
+    if record.direction != Direction.OUTBOUND.value:
+        return problem(400, "Bad Request", f"call {record.id} is not a call this service placed")
+    if record.external_id != sid:
+        if not call_log.is_pending(record.external_id):
+            return problem(400, "Bad Request", "this webhook belongs to another call")
+        try:
+            await call_log.set_external_id(session, services.actor, record.id, sid)
+        except Conflict as err:
+            return problem(409, "Conflict", err.detail)
+    return record
+
+
+async def placed_call_answered(
+    request: web.Request, services: TwilioServices, fields: Mapping[str, str]
+) -> web.Response:
+    """The callee answered a call this service placed: run the scenario it was placed for.
+
+    The engine's state is prepared here, not by the run, because an outbound call's
+    contact is the callee (the run would resolve the caller, which is this business) and
+    the scenario should know who answered (`answered_by`) and why it calls (`outbound`).
+    """
+    sid, answered_by = fields["CallSid"], fields.get("AnsweredBy", "")
+    async with services.database.transaction() as session:
+        found = await _placed_call(session, services, request, sid)
+        if isinstance(found, web.Response):
+            return found
+        record = found
+        saved = dict(record.state or {})
+        if "twilio_twiml" in saved:  # Twilio retried this webhook: the same answer again
+            return web.Response(text=saved["twilio_twiml"], content_type="text/xml")
+        if record.ended_at is not None:  # given up on (placing it timed out): nothing to run
+            return _hang_up()
+        asked = request.query.get("scenario")
+        if asked is not None and asked != record.scenario:
+            return problem(400, "Bad Request", f"call {record.id} was not placed for {asked!r}")
+        try:
+            scenario = services.scenarios.library.get(record.scenario or "")
+        except NotFound:
+            return problem(409, "Conflict", f"the call's scenario {record.scenario!r} is gone")
+        if "version" in saved:  # answered already: a retry while its Media Stream runs
+            if _uses_twiml(services, scenario):
+                return problem(409, "Conflict", f"call {record.id} is already being answered")
+            return _connect_stream(public_base(request, services.public_url), record.id)
+        state = CallState(
+            scenario=scenario.name,
+            step=scenario.first_step,
+            call_id=record.id,
+            contact_id=record.contact_id,
+            started_at=utcnow().isoformat(),
+            variables={
+                "answered_by": answered_by,
+                "outbound": saved.get("outbound") or {"campaign": "", "metadata": {}},
+            },
+        )
+        who = answerer(answered_by)
+        if who in (Answerer.MACHINE, Answerer.FAX):
+            keep_going = (
+                who is Answerer.MACHINE and scenario.settings.outbound.on_machine == "continue"
+            )
+            action = "continue" if keep_going else "hangup"
+            await call_log.machine_answered(session, services.actor, record, answered_by, action)
+            if not keep_going:
+                log.info("twilio: call %s answered by %s: hung up", record.id, answered_by)
+                state.step, state.outcome = None, "machine"
+                response = _hang_up()
+                record.state = {**state.to_json(), "twilio_twiml": response.text}
+                await call_log.finish_call(session, services.actor, record.id, status="machine")
+                return response
+        record.state = state.to_json()
+        call_id = record.id
+        info = CallInfo(
+            call_id=sid,
+            direction=Direction.OUTBOUND,
+            from_number=record.from_number,
+            to_number=record.to_number,
+            channel=CHANNEL,
+        )
+    if _uses_twiml(services, scenario):
+        return await _run_twiml(request, services, scenario, info, call_id, state=state, turn=1)
+    return _connect_stream(public_base(request, services.public_url), call_id)
+
+
+def _hang_up() -> web.Response:
     response = VoiceResponse()
-    response.append(connect)
+    response.hangup()
     return twiml(response)
 
 
@@ -237,9 +394,7 @@ async def gather_answer(
         scenario = services.scenarios.library.get(scenario_name or "")
     except NotFound:
         return problem(409, "Conflict", f"the call's scenario {scenario_name!r} is gone")
-    state = CallState.from_json(
-        {k: v for k, v in saved.items() if k not in ("twilio_twiml", "twilio_turn")}
-    )
+    state = engine_state(saved)
     confidence = fields.get("Confidence", "")
     try:
         level = float(confidence) if confidence else None
@@ -284,7 +439,14 @@ async def status_callback(
         return problem(400, "Bad Request", f"unknown CallStatus {status!r}")
     duration = fields.get("CallDuration", "")
     async with services.database.transaction() as session:
-        record = await call_log.find_call(session, CHANNEL, fields["CallSid"])
+        record: CallRecord | None
+        if "call_id" in request.query:  # a call this service placed, perhaps not yet named
+            found = await _placed_call(session, services, request, fields["CallSid"])
+            if isinstance(found, web.Response):
+                return found
+            record = found
+        else:
+            record = await call_log.find_call(session, CHANNEL, fields["CallSid"])
         if record is None:
             return web.Response(status=204)  # a call that never reached the voice webhook
         if status in FINAL_STATUSES:
