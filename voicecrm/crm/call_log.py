@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -88,34 +90,41 @@ class NewCall:
 
 
 async def start_call(session: AsyncSession, actor: Actor, call: NewCall) -> CallRecord:
-    """The call's row, created once even when the carrier sends the same start twice."""
-    existing = await find_call(session, call.channel, call.external_id)
-    if existing is not None:
-        return existing
+    """The call's row, created once even when the carrier sends the same start twice.
+
+    One INSERT ... ON CONFLICT DO NOTHING on the (channel, external id) key, on both
+    engines: a new call (the common case, on every call's hot path) costs no lookup and
+    no savepoint, and a retried or concurrent start finds the row the other one made.
+    """
     now = utcnow()
-    record = CallRecord(
-        team_id=actor.team_id,
-        contact_id=call.contact_id,
-        channel=call.channel,
-        external_id=call.external_id,
-        direction=call.direction,
-        from_number=call.from_number,
-        to_number=call.to_number,
-        status=call.status,
-        scenario=call.scenario,
-        started_at=now,
-        updated_at=now,
-        state={},
+    values: dict[str, Any] = {
+        "team_id": actor.team_id,
+        "contact_id": call.contact_id,
+        "channel": call.channel,
+        "external_id": call.external_id,
+        "direction": call.direction,
+        "from_number": call.from_number,
+        "to_number": call.to_number,
+        "status": call.status,
+        "scenario": call.scenario,
+        "started_at": now,
+        "updated_at": now,
+        "state": {},
+    }
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    created = await session.scalar(
+        insert(CallRecord)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+        .returning(CallRecord.id)
     )
-    session.add(record)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError:
-        found = await find_call(session, call.channel, call.external_id)
-        if found is None:
-            raise
-        return found
+    record = (
+        await session.get(CallRecord, created)
+        if created is not None
+        else await find_call(session, call.channel, call.external_id)
+    )
+    if record is None:
+        raise RuntimeError(f"call {call.channel}/{call.external_id} vanished while starting")
     return record
 
 

@@ -40,7 +40,12 @@ class ScenarioCRM:
         self.actor = actor
 
     async def ensure_contact(self, info: CallInfo) -> int:
-        """The caller's contact, created as "Unknown Caller" when the number is new or withheld.
+        """The caller's contact, created as "Unknown Caller" when the number is new or withheld."""
+        contact_id, _blocked = await self.ensure_caller(info)
+        return contact_id
+
+    async def ensure_caller(self, info: CallInfo) -> tuple[int, bool]:
+        """The caller's contact id and whether it is blocked, in one lookup.
 
         A known caller with nothing to refresh is answered from a read-only transaction.
         """
@@ -50,7 +55,7 @@ class ScenarioCRM:
                     session, self.actor, info.from_number, info.caller_name
                 )
             if known is not None:
-                return known.contact.id
+                return known.contact.id, known.contact.blocked
         except InvalidPhoneNumber:
             pass
         async with self.database.transaction() as session:
@@ -58,7 +63,7 @@ class ScenarioCRM:
                 resolved = await resolve_caller(
                     session, self.actor, info.from_number, info.caller_name
                 )
-                return resolved.contact.id
+                return resolved.contact.id, resolved.contact.blocked
             except InvalidPhoneNumber:
                 contact = await contacts.create_contact(
                     session,
@@ -66,7 +71,7 @@ class ScenarioCRM:
                     ContactCreate(name=UNKNOWN_CALLER, caller_id_name=info.caller_name),
                     default_source="phone",
                 )
-                return contact.id
+                return contact.id, False
 
     async def contact_view(self, contact_id: int) -> dict[str, Any]:
         """What templates and the agent see of the contact, recent history included."""

@@ -31,7 +31,7 @@ from voicecrm.calls.interface import CallInfo, Direction, GatherResult
 from voicecrm.calls.outbound import Answerer
 from voicecrm.crm import call_log
 from voicecrm.crm.call_log import FINAL_STATUSES, NewCall
-from voicecrm.crm.models import CallRecord, Contact
+from voicecrm.crm.models import CallRecord
 from voicecrm.errors import Conflict, NotFound
 from voicecrm.scenarios.crm_actions import ScenarioCRM
 from voicecrm.scenarios.models import Scenario
@@ -149,10 +149,10 @@ async def incoming_call(
         caller_name=fields.get("CallerName") or None,
         channel=CHANNEL,
     )
-    contact_id = await ScenarioCRM(services.database, services.actor).ensure_contact(info)
+    crm = ScenarioCRM(services.database, services.actor)
+    contact_id, blocked = await crm.ensure_caller(info)
     async with services.database.transaction() as session:
-        contact = await session.get(Contact, contact_id)
-        if contact is not None and contact.blocked:
+        if blocked:
             if services.blocked_callers == "reject":
                 return await _reject_blocked(session, services, info, contact_id)
             try:
