@@ -24,7 +24,8 @@ async def test_an_incoming_call_is_answered_with_a_stream_to_the_service(
 ) -> None:
     status, body = await post_signed(twilio, "/twilio/voice", call_fields("CA" + "1" * 32))
     assert status == 200
-    assert '<Stream url="wss://voicecrm.example.com/twilio/media">' in body
+    assert '<Stream statusCallback="https://voicecrm.example.com/twilio/stream-status"' in body
+    assert 'url="wss://voicecrm.example.com/twilio/media">' in body
     assert '<Connect action="https://voicecrm.example.com/twilio/voice/after-stream">' in body
     (call_id,) = re.findall(r'<Parameter name="call_id" value="(\d+)"', body)
     async with database.transaction(read_only=True) as session:
@@ -163,3 +164,52 @@ async def test_without_an_auth_token_the_endpoints_say_what_is_missing(
     response = await client.post("/twilio/voice", data=call_fields("CA" + "9" * 32))
     assert response.status == 503
     assert "VOICECRM_TWILIO_AUTH_TOKEN" in (await response.json())["detail"]
+
+
+async def test_a_finished_recording_is_kept_on_the_call_and_the_timeline(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    sid = "CA" + "r" * 32
+    await post_signed(twilio, "/twilio/voice", call_fields(sid))
+    url = "https://api.twilio.com/2010-04-01/Accounts/AC0/Recordings/RE1"
+    fields = call_fields(
+        sid,
+        RecordingSid="RE1",
+        RecordingUrl=url,
+        RecordingStatus="completed",
+        RecordingDuration="17",
+    )
+    for _ in range(2):  # Twilio retries: one timeline entry
+        status, _ = await post_signed(twilio, "/twilio/recording", fields)
+        assert status == 204
+    async with database.transaction(read_only=True) as session:
+        record = (await session.scalars(select(CallRecord))).one()
+        assert record.contact_id is not None
+        page = await timeline.page(session, record.contact_id, limit=20)
+    assert record.recording_url == url
+    (event,) = [e for e in page.events if e.kind == "recording"]
+    assert event.data["recording_url"] == url and event.data["duration_seconds"] == 17
+
+
+async def test_recording_and_stream_callbacks_refuse_what_they_do_not_know(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    sid = "CA" + "s" * 32
+    await post_signed(twilio, "/twilio/voice", call_fields(sid))
+    bad = [
+        ("/twilio/recording", {"RecordingStatus": "odd"}, 400),
+        ("/twilio/recording", {"RecordingStatus": "completed", "RecordingUrl": "ftp://x"}, 400),
+        ("/twilio/stream-status", {"StreamEvent": "odd"}, 400),
+    ]
+    for path, extra, expected in bad:
+        status, body = await post_signed(twilio, path, call_fields(sid, **extra))
+        assert status == expected, body
+    status, _ = await post_signed(
+        twilio,
+        "/twilio/stream-status",
+        call_fields(sid, StreamSid="MZ1", StreamEvent="stream-error", StreamError="31920"),
+    )
+    assert status == 204
+    async with database.transaction(read_only=True) as session:
+        record = (await session.scalars(select(CallRecord))).one()
+    assert record.state["twilio_stream_error"] == "31920"

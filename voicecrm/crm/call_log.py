@@ -58,7 +58,16 @@ class MachineAnswered(timeline.EventData):
     action: str  # "hangup" or "continue" (the scenario ran, to leave a message)
 
 
+class RecordingEvent(timeline.EventData):
+    """A carrier's recording of a call, linked from the timeline."""
+
+    call_id: int
+    recording_url: str
+    duration_seconds: float | None = None
+
+
 timeline.register_kind("transcript", TranscriptEvent)
+timeline.register_kind("recording", RecordingEvent)
 timeline.register_kind("voicemail", VoicemailEvent)
 timeline.register_kind("task_created", TaskCreated)
 timeline.register_kind("machine_answered", MachineAnswered)
@@ -256,3 +265,30 @@ async def finish_call(
                 TranscriptEvent(call_id=record.id, lines=transcript),
             )
     return record
+
+
+async def attach_recording(
+    session: AsyncSession,
+    actor: Actor,
+    call_id: int,
+    url: str,
+    duration_seconds: float | None,
+) -> bool:
+    """Store a finished recording on its call and link it from the contact's timeline.
+
+    Returns False when the call already has this recording (the carrier retried).
+    """
+    record = await get_call(session, actor, call_id)
+    if record.recording_url == url:
+        return False
+    record.recording_url = url
+    record.updated_at = utcnow()
+    if record.contact_id is not None:
+        await timeline.append(
+            session,
+            actor,
+            record.contact_id,
+            "recording",
+            RecordingEvent(call_id=record.id, recording_url=url, duration_seconds=duration_seconds),
+        )
+    return True

@@ -114,7 +114,10 @@ def placed_call_state(record: CallRecord) -> CallState | None:
 
 def _connect_stream(base: str, call_id: int) -> web.Response:
     connect = Connect(action=f"{base}/twilio/voice/after-stream")
-    stream = connect.stream(url=f"{websocket_base(base)}/twilio/media")
+    stream = connect.stream(
+        url=f"{websocket_base(base)}/twilio/media",
+        status_callback=f"{base}/twilio/stream-status",
+    )
     stream.parameter(name="call_id", value=str(call_id))
     response = VoiceResponse()
     response.append(connect)
@@ -462,10 +465,58 @@ async def status_callback(
     return web.Response(status=204)
 
 
+async def recording_status(
+    request: web.Request, services: TwilioServices, fields: Mapping[str, str]
+) -> web.Response:
+    """A recording Twilio made (of the call, a `<Dial>`, a `<Record>`): kept on the call."""
+    status = fields.get("RecordingStatus", "")
+    url = fields.get("RecordingUrl", "")
+    if status not in ("in-progress", "completed", "absent", "failed"):
+        return problem(400, "Bad Request", f"unknown RecordingStatus {status!r}")
+    if status != "completed":
+        if status in ("absent", "failed"):
+            log.warning("twilio: recording of %s %s", fields["CallSid"], status)
+        return web.Response(status=204)
+    if not url.startswith("https://"):
+        return problem(400, "Bad Request", "a completed recording needs an https RecordingUrl")
+    duration = fields.get("RecordingDuration", "")
+    async with services.database.transaction() as session:
+        record = await call_log.find_call(session, CHANNEL, fields["CallSid"])
+        if record is None:
+            return problem(404, "Not Found", "no call has this CallSid")
+        await call_log.attach_recording(
+            session,
+            services.actor,
+            record.id,
+            url,
+            float(duration) if duration.isdigit() else None,
+        )
+    return web.Response(status=204)
+
+
+async def stream_status(
+    request: web.Request, services: TwilioServices, fields: Mapping[str, str]
+) -> web.Response:
+    """Twilio's view of a Media Stream; an error is kept with the call for whoever looks."""
+    event = fields.get("StreamEvent", "")
+    if event not in ("stream-started", "stream-stopped", "stream-error"):
+        return problem(400, "Bad Request", f"unknown StreamEvent {event!r}")
+    if event == "stream-error":
+        error = fields.get("StreamError", "unknown error")
+        log.warning("twilio: stream of %s failed: %s", fields["CallSid"], error)
+        async with services.database.transaction() as session:
+            record = await call_log.find_call(session, CHANNEL, fields["CallSid"])
+            if record is not None:
+                record.state = {**(record.state or {}), "twilio_stream_error": error}
+    return web.Response(status=204)
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.post("/voice", signed_form(incoming_call)),
         web.post("/voice/after-stream", signed_form(after_stream)),
         web.post("/voice/gather", signed_form(gather_answer)),
         web.post("/status", signed_form(status_callback)),
+        web.post("/recording", signed_form(recording_status)),
+        web.post("/stream-status", signed_form(stream_status)),
     ]
