@@ -50,7 +50,7 @@ class ScenarioCRM:
         A known caller with nothing to refresh is answered from a read-only transaction.
         """
         try:
-            async with self.database.transaction(read_only=True) as session:
+            async with self.database.transaction(read_only=True, quick=True) as session:
                 known = await find_unchanged_caller(
                     session, self.actor, info.from_number, info.caller_name
                 )
@@ -58,7 +58,7 @@ class ScenarioCRM:
                 return known.contact.id, known.contact.blocked
         except InvalidPhoneNumber:
             pass
-        async with self.database.transaction() as session:
+        async with self.database.transaction(quick=True) as session:
             try:
                 resolved = await resolve_caller(
                     session, self.actor, info.from_number, info.caller_name
@@ -75,7 +75,7 @@ class ScenarioCRM:
 
     async def contact_view(self, contact_id: int) -> dict[str, Any]:
         """What templates and the agent see of the contact, recent history included."""
-        async with self.database.transaction(read_only=True) as session:
+        async with self.database.transaction(read_only=True, quick=True) as session:
             contact = await contacts.get_contact(session, self.actor, contact_id)
             out = await contacts.one_out(session, contact)
             stage = await session.get(Stage, contact.stage_id) if contact.stage_id else None
@@ -102,7 +102,7 @@ class ScenarioCRM:
     async def add_note(
         self, contact_id: int, content: str, note_type: str, pinned: bool = False
     ) -> int:
-        async with self.database.transaction() as session:
+        async with self.database.transaction(quick=True) as session:
             note = await notes.add_note(
                 session,
                 self.actor,
@@ -112,7 +112,7 @@ class ScenarioCRM:
             return note.id
 
     async def set_stage(self, contact_id: int, stage_name: str | None) -> None:
-        async with self.database.transaction() as session:
+        async with self.database.transaction(quick=True) as session:
             contact = await contacts.get_contact(session, self.actor, contact_id, for_update=True)
             stage_id = None
             if stage_name:
@@ -136,12 +136,12 @@ class ScenarioCRM:
             await contacts.change_stage(session, self.actor, contact, stage_id, reason="scenario")
 
     async def set_status(self, contact_id: int, status: str) -> None:
-        async with self.database.transaction() as session:
+        async with self.database.transaction(quick=True) as session:
             contact = await contacts.get_contact(session, self.actor, contact_id, for_update=True)
             await contacts.change_status(session, self.actor, contact, ContactStatus(status))
 
     async def change_tags(self, contact_id: int, add: list[str], remove: list[str]) -> None:
-        async with self.database.transaction() as session:
+        async with self.database.transaction(quick=True) as session:
             contact = await contacts.get_contact(session, self.actor, contact_id, for_update=True)
             clean = [" ".join(t.split()).lower()[:100] for t in add if t.strip()]
             if clean:
@@ -159,7 +159,7 @@ class ScenarioCRM:
         email: str | None = None,
         custom_fields: dict[str, str] | None = None,
     ) -> None:
-        async with self.database.transaction() as session:
+        async with self.database.transaction(quick=True) as session:
             current = await contacts.get_contact(session, self.actor, contact_id)
             fields: dict[str, Any] = {}
             if name and name.strip():
@@ -188,7 +188,7 @@ class ScenarioCRM:
         assign_to: str | None,
         call_id: int | None,
     ) -> int:
-        async with self.database.transaction() as session:
+        async with self.database.transaction(quick=True) as session:
             task = await tasks.create_task(
                 session,
                 self.actor,
@@ -204,7 +204,7 @@ class ScenarioCRM:
     async def save_voicemail(
         self, contact_id: int, call_id: int | None, recording: Recording
     ) -> None:
-        async with self.database.transaction() as session:
+        async with self.database.transaction(quick=True) as session:
             await contacts.get_contact(session, self.actor, contact_id)
             await timeline.append(
                 session,

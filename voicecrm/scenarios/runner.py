@@ -47,7 +47,7 @@ async def run_call(
     info = call.info
     if state is None:
         new_contact = await crm.ensure_contact(info)
-        async with database.transaction() as session:
+        async with database.transaction(quick=True) as session:
             record = await call_log.start_call(
                 session,
                 actor,
@@ -67,7 +67,7 @@ async def run_call(
 
     state = await engine.run(state, answer=answer)
     state.latency.extend(turn.as_dict() for turn in call.latencies if turn.complete)
-    async with database.transaction() as session:
+    async with database.transaction(quick=True) as session:
         await call_log.save_state(session, actor, call_id, state.to_json())
         if state.finished:
             # A call the engine ran was answered; how it ended (transfer, hang-up,

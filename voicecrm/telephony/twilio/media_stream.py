@@ -87,7 +87,7 @@ async def _run(services: TwilioServices, ws: web.WebSocketResponse, start: proto
     except ValueError:
         log.warning("twilio stream %s: no call_id parameter", start.stream_sid)
         return
-    async with services.database.transaction(read_only=True) as session:
+    async with services.database.transaction(read_only=True, quick=True) as session:
         try:
             record = await call_log.get_call(session, services.actor, call_id)
         except NotFound:
@@ -132,7 +132,7 @@ async def _run(services: TwilioServices, ws: web.WebSocketResponse, start: proto
     except VoiceCRMError as err:
         log.error("twilio call %s could not run: %s", call_id, err.detail)
     if line.handoff is not None:
-        async with services.database.transaction() as session:
+        async with services.database.transaction(quick=True) as session:
             record = await call_log.get_call(session, services.actor, call_id)
             record.state = {
                 **(record.state or {}),

@@ -188,7 +188,7 @@ class TwilioOutbound:
                 call_id, CarrierUnavailable(f"Twilio's API could not be reached: {err}")
             ) from err
         sid, status = str(created.sid), str(created.status or "queued")
-        async with self._database.transaction() as session:
+        async with self._database.transaction(quick=True) as session:
             await call_log.set_external_id(session, self._actor, call_id, sid)
         log.info("twilio: placed call %s (%s) for call %s", sid, status, call_id)
         return PlacedCall(call_id=call_id, carrier_call_id=sid, status=status)
@@ -212,7 +212,7 @@ class TwilioOutbound:
         self, request: OutboundRequest, scenario: Scenario, from_number: str
     ) -> int:
         """The callee's contact (named, or resolved from the number) and the call's row."""
-        async with self._database.transaction() as session:
+        async with self._database.transaction(quick=True) as session:
             if request.contact_id is not None:
                 contact = await contacts.get_contact(session, self._actor, request.contact_id)
             else:
@@ -239,7 +239,7 @@ class TwilioOutbound:
     async def _failed(self, call_id: int, error: OutboundCallFailed) -> OutboundCallFailed:
         """Close the row as failed (on the contact's timeline too) and hand back the error."""
         log.warning("twilio: call %s not placed: %s", call_id, error.detail)
-        async with self._database.transaction() as session:
+        async with self._database.transaction(quick=True) as session:
             await call_log.finish_call(
                 session, self._actor, call_id, status="failed", duration_seconds=0
             )

@@ -154,7 +154,7 @@ async def incoming_call(
     )
     crm = ScenarioCRM(services.database, services.actor)
     contact_id, blocked = await crm.ensure_caller(info)
-    async with services.database.transaction() as session:
+    async with services.database.transaction(quick=True) as session:
         if blocked:
             if services.blocked_callers == "reject":
                 return await _reject_blocked(session, services, info, contact_id)
@@ -228,7 +228,7 @@ async def placed_call_answered(
     the scenario should know who answered (`answered_by`) and why it calls (`outbound`).
     """
     sid, answered_by = fields["CallSid"], fields.get("AnsweredBy", "")
-    async with services.database.transaction() as session:
+    async with services.database.transaction(quick=True) as session:
         found = await _placed_call(session, services, request, sid)
         if isinstance(found, web.Response):
             return found
@@ -355,7 +355,7 @@ async def _run_twiml(
     if run.state.finished and not call.ended:
         call.response.hangup()
     text = str(call.response)
-    async with services.database.transaction() as session:
+    async with services.database.transaction(quick=True) as session:
         record = await call_log.get_call(session, services.actor, call_id)
         record.state = {**(record.state or {}), "twilio_twiml": text, "twilio_turn": turn}
     return web.Response(text=text, content_type="text/xml")
@@ -370,7 +370,7 @@ async def gather_answer(
         turn = int(request.query.get("turn", ""))
     except ValueError:
         return problem(400, "Bad Request", "the gather URL needs call_id and turn numbers")
-    async with services.database.transaction(read_only=True) as session:
+    async with services.database.transaction(read_only=True, quick=True) as session:
         try:
             record = await call_log.get_call(session, services.actor, call_id)
         except NotFound:
@@ -414,7 +414,7 @@ async def gather_answer(
 async def after_stream(
     request: web.Request, services: TwilioServices, fields: Mapping[str, str]
 ) -> web.Response:
-    async with services.database.transaction(read_only=True) as session:
+    async with services.database.transaction(read_only=True, quick=True) as session:
         record = await call_log.find_call(session, CHANNEL, fields["CallSid"])
         handoff = (record.state or {}).get("twilio_handoff") if record is not None else None
     response = VoiceResponse()
@@ -441,7 +441,7 @@ async def status_callback(
     if status not in FINAL_STATUSES | PROGRESS_STATUSES:
         return problem(400, "Bad Request", f"unknown CallStatus {status!r}")
     duration = fields.get("CallDuration", "")
-    async with services.database.transaction() as session:
+    async with services.database.transaction(quick=True) as session:
         record: CallRecord | None
         if "call_id" in request.query:  # a call this service placed, perhaps not yet named
             found = await _placed_call(session, services, request, fields["CallSid"])
@@ -480,7 +480,7 @@ async def recording_status(
     if not url.startswith("https://"):
         return problem(400, "Bad Request", "a completed recording needs an https RecordingUrl")
     duration = fields.get("RecordingDuration", "")
-    async with services.database.transaction() as session:
+    async with services.database.transaction(quick=True) as session:
         record = await call_log.find_call(session, CHANNEL, fields["CallSid"])
         if record is None:
             return problem(404, "Not Found", "no call has this CallSid")
@@ -504,7 +504,7 @@ async def stream_status(
     if event == "stream-error":
         error = fields.get("StreamError", "unknown error")
         log.warning("twilio: stream of %s failed: %s", fields["CallSid"], error)
-        async with services.database.transaction() as session:
+        async with services.database.transaction(quick=True) as session:
             record = await call_log.find_call(session, CHANNEL, fields["CallSid"])
             if record is not None:
                 record.state = {**(record.state or {}), "twilio_stream_error": error}
