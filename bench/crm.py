@@ -256,6 +256,24 @@ class CrmBench:
             "resolve.known_read_only", dist, percentiles=(50, 90, 99), target=RESOLVE_P99
         )
 
+        async def known_on_call_path(i: int) -> None:
+            index = self._known(i)
+            async with self.database.transaction(read_only=True, quick=True) as session:
+                found = await find_unchanged_caller(
+                    session, self.actor, carrier_format(self.seeded.numbers[index], i)
+                )
+            if found is None or found.contact.id != index + 1:
+                raise BenchError(f"call path missed contact {index + 1}")
+
+        dist = await stats.sequential(
+            known_on_call_path, sizes.lookups, warmup=sizes.warmup, time_cap_s=sizes.time_cap_s
+        )
+        # Exactly what ScenarioCRM.ensure_caller runs for a known caller since calls' units
+        # of work are `quick` (on SQLite: on the loop's thread, no aiosqlite hops).
+        self.emit_latency(
+            "resolve.known_call_path", dist, percentiles=(50, 90, 99), target=RESOLVE_P99
+        )
+
         offset = sizes.warmup + sizes.lookups
 
         async def renamed(i: int) -> None:
