@@ -27,6 +27,7 @@ from voicecrm.agent.factory import language_model_from_settings
 from voicecrm.api.problems import problem_middleware
 from voicecrm.api.resources import all_routes
 from voicecrm.api.resources.csv_io import MAX_IMPORT_BYTES
+from voicecrm.api.resources.recordings import RECORDINGS
 from voicecrm.api.resources.scenarios import SCENARIOS
 from voicecrm.api.server import API_PREFIX, DATABASE, build_api
 from voicecrm.calls.outbound import OutboundNotConfigured
@@ -34,6 +35,7 @@ from voicecrm.config import Settings
 from voicecrm.errors import ScenarioInvalid
 from voicecrm.integrations.http_client import AiohttpClient
 from voicecrm.metrics.turns import TurnMetrics
+from voicecrm.recordings.store import RecordingStore
 from voicecrm.scenarios.library import ScenarioRegistry
 from voicecrm.speech.factory import speech_to_text, text_to_speech
 from voicecrm.storage import Database
@@ -152,6 +154,7 @@ def build_app(
     app = web.Application(middlewares=[problem_middleware])
     app[SETTINGS] = settings
     app[MAX_IMPORT_BYTES] = settings.max_import_bytes
+    app[RECORDINGS] = RecordingStore(Path(settings.recordings_dir))
     registry = CollectorRegistry()
     app[METRICS_REGISTRY] = registry
     app[TURN_METRICS] = TurnMetrics(registry)
@@ -219,6 +222,7 @@ def build_app(
                     llm=llm,
                     http=AiohttpClient(http_session),
                     on_turn=app[TURN_METRICS].observe,
+                    recordings=app[RECORDINGS],
                     blocked_callers=settings.blocked_callers,
                     mode=settings.twilio_mode,
                     outbound=outbound,

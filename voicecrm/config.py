@@ -52,6 +52,10 @@ class Settings(BaseModel):
         512 * 1_048_576, ge=1024, description="Largest CSV upload the import endpoint accepts."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    recordings_dir: str = Field(
+        "recordings",
+        description="Folder for the recordings the service makes (voicemail on audio calls).",
+    )
     scenarios_dir: str = Field(
         "scenarios", description="Folder of scenario YAML files the service and simulator load."
     )

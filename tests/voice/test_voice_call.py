@@ -8,7 +8,9 @@ on how busy the machine is.
 
 from __future__ import annotations
 
+import wave
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,7 @@ from tests.speech_audio import InstantSpeech, ScriptedTranscriber, needs_espeak,
 from voicecrm.audio.codec import rms, ulaw_to_pcm16
 from voicecrm.audio.frames import ULAW_FRAME_BYTES
 from voicecrm.calls.interface import CallEnded, CallInfo, Direction, InputKind
+from voicecrm.recordings.store import RecordingStore
 from voicecrm.telephony.simulator.audio_line import (
     CallerAction,
     EmulatedLine,
@@ -232,3 +235,25 @@ async def test_the_callers_raw_audio_is_available_until_they_hang_up() -> None:
     async with call:
         frames = [frame async for frame in call.audio_in()]
     assert 9 <= len(frames) <= 11 and all(len(f) == 160 for f in frames)
+
+
+@needs_espeak
+async def test_a_voicemail_is_kept_as_a_wav_file_named_after_the_call(tmp_path: Path) -> None:
+    message = spoken("please call me back")
+    line = EmulatedLine(
+        INFO, [WaitForTurn(quiet_seconds=0.2), Speak(message), Silence(5)], tick=TICK
+    )
+    store = RecordingStore(tmp_path)
+    call = VoiceCall(
+        line,
+        stt=ScriptedTranscriber(["please call me back"]),
+        tts=InstantSpeech(),
+        recordings=store,
+    )
+    async with call:
+        recording = await call.record(max_seconds=30)
+    assert recording is not None
+    assert recording.url == "/api/v1/recordings/unknown-v-1-1.wav"
+    with wave.open(str(tmp_path / "unknown-v-1-1.wav")) as wav:
+        assert wav.getframerate() == 8000
+        assert abs(wav.getnframes() / 8000 - recording.duration_seconds) < 0.1

@@ -26,6 +26,7 @@ from voicecrm.calls.interface import CallInfo
 from voicecrm.calls.latency import TurnLatency
 from voicecrm.config import Settings
 from voicecrm.errors import InvalidInput
+from voicecrm.recordings.store import RecordingStore
 from voicecrm.scenarios.models import Scenario
 from voicecrm.telephony.simulator.audio_line import (
     CallerAction,
@@ -96,6 +97,7 @@ class AudioSimulation:
         self.utterances = utterances
         self.speed = speed
         self.providers = providers or speech_providers(settings)
+        self.recordings = RecordingStore(Path(settings.recordings_dir))
         self.line: EmulatedLine | None = None
         self.call: VoiceCall | None = None
 
@@ -105,7 +107,7 @@ class AudioSimulation:
             info, caller_script(self.utterances), tick=FRAME_SECONDS / self.speed
         )
         try:
-            call = voice_call(self.line, scenario, self.providers)
+            call = voice_call(self.line, scenario, self.providers, recordings=self.recordings)
             self.call = call
             async with call:
                 yield call

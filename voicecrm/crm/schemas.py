@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 
 BUILTIN_SOURCES = ("phone", "manual", "import", "web", "api")
 UNKNOWN_CALLER = "Unknown Caller"
@@ -96,7 +96,7 @@ class ContactFields(Strict):
     responsible_user_id: int | None = None
     rating: Rating | None = None
     status: ContactStatus | None = None
-    blocked: bool | None = None
+    blocked: StrictBool | None = None
     stage_id: int | None = None
     custom_fields: CustomFields | None = None
 
@@ -127,8 +127,8 @@ class ContactUpdate(ContactFields):
     phones: Annotated[list[PhoneIn], Field(max_length=20)] | None = None
     emails: Annotated[list[EmailIn], Field(max_length=20)] | None = None
     # Explicitly clearing a nullable link needs a way to say null; these flags do it.
-    clear_stage: bool = False
-    clear_responsible_user: bool = False
+    clear_stage: StrictBool = False
+    clear_responsible_user: StrictBool = False
 
 
 class PhoneOut(BaseModel):
@@ -169,7 +169,7 @@ class NoteIn(Strict):
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)
     ]
     type: NoteType = NoteType.GENERAL
-    pinned: bool = False
+    pinned: StrictBool = False
 
 
 class NoteUpdate(Strict):
@@ -178,7 +178,7 @@ class NoteUpdate(Strict):
         | None
     ) = None
     type: NoteType | None = None
-    pinned: bool | None = None
+    pinned: StrictBool | None = None
 
 
 class NoteOut(BaseModel):

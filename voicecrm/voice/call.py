@@ -37,7 +37,7 @@ from voicecrm.calls.latency import TurnLatency
 from voicecrm.voice.line import AudioLine
 from voicecrm.voice.listener import Closed, DigitPressed, InboxItem, Listener, TimedOut
 from voicecrm.voice.playback import Playback
-from voicecrm.voice.ports import PcmAudio, SpeechToText, TextToSpeech
+from voicecrm.voice.ports import PcmAudio, RecordingSink, SpeechToText, TextToSpeech
 from voicecrm.voice.settings import VoiceSettings
 
 TurnObserver = Callable[[TurnLatency], None]
@@ -72,8 +72,10 @@ class VoiceCall:
         language: str = "en-US",
         clock: Callable[[], float] = time.perf_counter,
         on_turn: TurnObserver | None = None,
+        recordings: RecordingSink | None = None,
     ) -> None:
         self._line = line
+        self._recordings = recordings
         self._stt = stt
         self._tts = tts
         self.settings = settings or VoiceSettings()
@@ -313,8 +315,13 @@ class VoiceCall:
             return None
         audio = PcmAudio(b"".join(captured), SAMPLE_RATE)
         transcript = await self._stt.transcribe(audio, language=self._language)
+        url = f"voicecrm://recordings/{self.info.call_id}"  # not kept: no store configured
+        if self._recordings is not None:
+            url = await self._recordings.save(
+                self.info.channel, self.info.call_id, audio.pcm, SAMPLE_RATE
+            )
         return Recording(
-            url=f"voicecrm://recordings/{self.info.call_id}",
+            url=url,
             duration_seconds=round(audio.seconds, 1),
             transcript=transcript.text.strip() or None,
         )

@@ -73,3 +73,9 @@ class TextToSpeech(Protocol):
         with it the provider's response. Raises `SpeechProviderError` on failure.
         """
         ...
+
+
+class RecordingSink(Protocol):
+    async def save(self, channel: str, external_call_id: str, pcm: bytes, sample_rate: int) -> str:
+        """Keep a recording of the call; returns the URL to link it from."""
+        ...

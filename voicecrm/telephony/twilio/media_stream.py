@@ -118,7 +118,13 @@ async def _run(services: TwilioServices, ws: web.WebSocketResponse, start: proto
         return
     line = TwilioMediaLine(ws, start.stream_sid, info)
     try:
-        async with voice_call(line, scenario, services.providers, on_turn=services.on_turn) as call:
+        async with voice_call(
+            line,
+            scenario,
+            services.providers,
+            on_turn=services.on_turn,
+            recordings=services.recordings,
+        ) as call:
             await run_call(
                 services.database,
                 services.actor,

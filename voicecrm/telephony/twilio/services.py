@@ -14,6 +14,7 @@ from voicecrm.scenarios.ports import HttpClient, LanguageModel
 from voicecrm.storage import Database
 from voicecrm.telephony.voice_calls import SpeechProviders
 from voicecrm.voice.call import TurnObserver
+from voicecrm.voice.ports import RecordingSink
 
 
 @dataclass
@@ -27,6 +28,7 @@ class TwilioServices:
     llm: LanguageModel | None = None
     http: HttpClient | None = None
     on_turn: TurnObserver | None = None
+    recordings: RecordingSink | None = None
     blocked_callers: str = "reject"  # or the name of the scenario blocked callers get
     mode: str = "stream"  # or "twiml", unless a scenario says otherwise
     outbound: OutboundCalls | None = None  # None: no account SID, auth token or public URL

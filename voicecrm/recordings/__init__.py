@@ -1,0 +1,1 @@
+"""Recordings the service makes itself (voicemail on audio calls), kept as WAV files."""
