@@ -446,6 +446,7 @@ async def run(args: argparse.Namespace) -> int:
     levels = [5, 20] if args.quick else args.streams
     seconds = 8.0 if args.quick else args.seconds
     contacts = 5_000 if args.quick else args.contacts
+    requests = 200 if args.quick else args.requests
     speech = caller_speech()
     with tempfile.TemporaryDirectory(prefix="voicecrm-bench-twilio-") as tmp:
         folder = Path(tmp)
@@ -491,9 +492,7 @@ async def run(args: argparse.Namespace) -> int:
             print("concurrency  requests  p50 ms  p99 ms  max ms")
             hooks = []
             for concurrency in (1, 8):
-                hook = await webhook_latency(
-                    service, seeded.numbers, 200 if args.quick else 2000, concurrency
-                )
+                hook = await webhook_latency(service, seeded.numbers, requests, concurrency)
                 hooks.append(hook)
                 print(
                     f"{concurrency:>11} {hook['requests']:>9,} {hook['p50']:>7.2f} "
@@ -534,6 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, nargs="+", default=[50, 100, 150, 200])
     parser.add_argument("--seconds", type=float, default=30.0, help="how long each stream lasts")
     parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=2000, help="webhooks timed per run")
     return asyncio.run(run(parser.parse_args(argv)))
 
 
