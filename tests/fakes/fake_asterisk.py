@@ -1,0 +1,577 @@
+"""A small Asterisk ARI on loopback: the REST calls voicecrm uses and the events socket.
+
+Shapes follow ../shared/reference/asterisk-ari.md: everything lives under
+`/ari`, HTTP Basic auth (or `api_key=user:pass`) is checked (401
+`{"message": "Authentication required"}` otherwise), errors are JSON
+`{"message": ...}` with Asterisk's statuses: 404 for an unknown channel,
+bridge, playback or recording, 409 for a channel not in Stasis, a duplicate
+id or a recording name in use, 400 for a missing parameter, 422 for an unknown
+recording format or a bridge member that is not there. Events are the JSON
+Asterisk sends, with `type`, `application`, `timestamp`, `asterisk_id`.
+
+Channels, bridges, playbacks and recordings live in memory. A test drives the
+far end with `inject_call` (StasisStart for a new caller), `press` (DTMF),
+`hang_up` (ChannelHangupRequest, StasisEnd, ChannelDestroyed),
+`finish_playback`, `emit` (any event), and `drop_event_sockets` (to test
+reconnection); `requests` records every REST request as received, and
+`fail_next` makes the next one fail with any status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import BasicAuth, WSCloseCode, web
+from aiohttp.test_utils import TestServer
+
+USERNAME = "voicecrm"
+PASSWORD = "ari-test-secret"
+APP = "voicecrm"
+ASTERISK_ID = "02:42:ac:11:00:02"
+RECORDING_FORMATS = frozenset({"wav", "wav16", "gsm", "ulaw", "alaw", "sln", "sln16"})
+HANGUP_CAUSES = {"normal": 16, "busy": 17, "no_answer": 19, "rejected": 21, "congestion": 34}
+
+Json = dict[str, Any]
+BODY = web.RequestKey("body", object)  # the decoded JSON body, read once by the middleware
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # without the /ari prefix, e.g. /channels/1700000000.1/answer
+    query: Mapping[str, str]
+    body: Any  # the decoded JSON body, or None
+
+
+class AriFailure(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def timestamp() -> str:
+    """Asterisk's form: 2014-05-20T13:15:27.131-0500."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}+0000"
+
+
+class FakeAsterisk:
+    def __init__(self, username: str = USERNAME, password: str = PASSWORD) -> None:
+        self.username = username
+        self.password = password
+        self.base_url = ""  # http://127.0.0.1:PORT, set by the fixture
+        self.channels: dict[str, Json] = {}
+        self.in_stasis: dict[str, str] = {}  # channel id -> application
+        self.variables: dict[str, dict[str, str]] = {}
+        self.bridges: dict[str, Json] = {}
+        self.playbacks: dict[str, Json] = {}
+        self.recordings: dict[str, Json] = {}
+        self.requests: list[Request] = []
+        self.failures: deque[AriFailure] = deque()
+        self.sockets: dict[web.WebSocketResponse, frozenset[str]] = {}
+        self.connections = 0  # event sockets ever accepted
+        self._connected = asyncio.Condition()
+        self._ids = itertools.count(1)
+        self.app = web.Application(middlewares=[self._middleware])
+        self.app.on_shutdown.append(self._close_sockets)
+        routes = [
+            ("GET", "/ari/events", self._events),
+            ("GET", "/ari/asterisk/info", self._info),
+            ("GET", "/ari/asterisk/ping", self._ping),
+            ("POST", "/ari/channels", self._originate),
+            ("POST", "/ari/channels/externalMedia", self._external_media),
+            ("GET", "/ari/channels/{id}", self._get_channel),
+            ("DELETE", "/ari/channels/{id}", self._hangup),
+            ("POST", "/ari/channels/{id}/answer", self._answer),
+            ("POST", "/ari/channels/{id}/play", self._play),
+            ("POST", "/ari/channels/{id}/play/{playback}", self._play),
+            ("POST", "/ari/channels/{id}/record", self._record),
+            ("POST", "/ari/channels/{id}/dtmf", self._dtmf),
+            ("POST", "/ari/channels/{id}/continue", self._continue),
+            ("POST", "/ari/channels/{id}/redirect", self._redirect),
+            ("GET", "/ari/channels/{id}/variable", self._get_variable),
+            ("POST", "/ari/channels/{id}/variable", self._set_variable),
+            ("DELETE", "/ari/playbacks/{id}", self._stop_playback),
+            ("POST", "/ari/recordings/live/{name}/stop", self._stop_recording),
+            ("POST", "/ari/bridges", self._create_bridge),
+            ("DELETE", "/ari/bridges/{id}", self._destroy_bridge),
+            ("POST", "/ari/bridges/{id}/addChannel", self._add_channel),
+            ("POST", "/ari/bridges/{id}/removeChannel", self._remove_channel),
+        ]
+        for method, path, handler in routes:
+            self.app.router.add_route(method, path, handler)
+
+    # --- test helpers ----------------------------------------------------------------------
+
+    def fail_next(self, status: int, message: str) -> None:
+        self.failures.append(AriFailure(status, message))
+
+    async def wait_connected(self, count: int = 1) -> None:
+        """Returns once `count` event sockets have ever been accepted (1 = the first)."""
+        async with self._connected:
+            await self._connected.wait_for(lambda: self.connections >= count)
+
+    async def wait_disconnected(self) -> None:
+        """Returns once no events socket is open."""
+        async with self._connected:
+            await self._connected.wait_for(lambda: not self.sockets)
+
+    async def drop_event_sockets(self) -> None:
+        """Closes every events socket from Asterisk's side, as a restart would."""
+        await self._close_sockets(self.app)
+
+    async def emit(self, event: Json, application: str = APP) -> None:
+        """Sends an event (type and fields) to the sockets of `application`."""
+        message = {
+            **event,
+            "application": application,
+            "timestamp": timestamp(),
+            "asterisk_id": ASTERISK_ID,
+        }
+        for ws, apps in list(self.sockets.items()):
+            if application in apps and not ws.closed:
+                await ws.send_json(message)
+
+    async def inject_call(
+        self,
+        caller_number: str = "+14155550123",
+        exten: str = "+14155550100",
+        *,
+        caller_name: str = "",
+        context: str = "from-trunk",
+        args: Sequence[str] = ("inbound",),
+        application: str = APP,
+        channelvars: Mapping[str, str] | None = None,
+    ) -> str:
+        """A new inbound call entering Stasis(application, *args); returns its channel id."""
+        channel = self._new_channel(
+            f"PJSIP/trunk-{next(self._ids):08x}",
+            "Ring",
+            caller_number=caller_number,
+            caller_name=caller_name,
+            exten=exten,
+            context=context,
+            channelvars=channelvars,
+        )
+        self.in_stasis[channel["id"]] = application
+        await self.emit(
+            {"type": "StasisStart", "args": list(args), "channel": channel}, application
+        )
+        return str(channel["id"])
+
+    async def press(self, channel_id: str, digit: str, duration_ms: int = 120) -> None:
+        await self._emit_for(
+            channel_id,
+            {"type": "ChannelDtmfReceived", "digit": digit, "duration_ms": duration_ms},
+        )
+
+    async def hang_up(self, channel_id: str, cause: int = 16) -> None:
+        """The caller hangs up: ChannelHangupRequest, StasisEnd, ChannelDestroyed."""
+        await self._emit_for(channel_id, {"type": "ChannelHangupRequest", "cause": cause})
+        await self._destroy(channel_id, cause)
+
+    async def finish_playback(self, playback_id: str) -> None:
+        playback = self.playbacks.pop(playback_id)
+        playback["state"] = "done"
+        await self._emit_playback("PlaybackFinished", playback)
+
+    # --- channels --------------------------------------------------------------------------
+
+    def _new_channel(
+        self,
+        name: str,
+        state: str,
+        *,
+        channel_id: str | None = None,
+        caller_number: str = "",
+        caller_name: str = "",
+        exten: str = "s",
+        context: str = "default",
+        channelvars: Mapping[str, str] | None = None,
+    ) -> Json:
+        channel_id = channel_id or f"1700000000.{next(self._ids)}"
+        channel: Json = {
+            "id": channel_id,
+            "name": name,
+            "state": state,
+            "protocol_id": "",
+            "caller": {"name": caller_name, "number": caller_number},
+            "connected": {"name": "", "number": ""},
+            "accountcode": "",
+            "dialplan": {
+                "context": context,
+                "exten": exten,
+                "priority": 1,
+                "app_name": "Stasis",
+                "app_data": APP,
+            },
+            "creationtime": timestamp(),
+            "language": "en",
+        }
+        if channelvars:
+            channel["channelvars"] = dict(channelvars)
+        self.channels[channel_id] = channel
+        self.variables[channel_id] = dict(channelvars or {})
+        return channel
+
+    def _channel(self, request: web.Request, *, stasis: bool = True) -> Json:
+        channel = self.channels.get(request.match_info["id"])
+        if channel is None:
+            raise AriFailure(404, "Channel not found")
+        if stasis and channel["id"] not in self.in_stasis:
+            raise AriFailure(409, "Channel not in Stasis application")
+        return channel
+
+    async def _emit_for(self, channel_id: str, event: Json) -> None:
+        channel = self.channels[channel_id]
+        await self.emit({**event, "channel": channel}, self.in_stasis.get(channel_id, APP))
+
+    async def _destroy(self, channel_id: str, cause: int) -> None:
+        channel = self.channels.pop(channel_id, None)
+        if channel is None:
+            return
+        application = self.in_stasis.pop(channel_id, APP)
+        for bridge in self.bridges.values():
+            if channel_id in bridge["channels"]:
+                bridge["channels"].remove(channel_id)
+        await self.emit({"type": "StasisEnd", "channel": channel}, application)
+        await self.emit(
+            {
+                "type": "ChannelDestroyed",
+                "cause": cause,
+                "cause_txt": "Normal Clearing" if cause == 16 else "Other",
+                "channel": channel,
+            },
+            application,
+        )
+
+    async def _get_channel(self, request: web.Request) -> web.Response:
+        return web.json_response(self._channel(request, stasis=False))
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        if channel["state"] != "Up":
+            channel["state"] = "Up"
+            await self._emit_for(channel["id"], {"type": "ChannelStateChange"})
+        return web.Response(status=204)
+
+    async def _hangup(self, request: web.Request) -> web.Response:
+        channel = self._channel(request, stasis=False)
+        reason = request.query.get("reason", "normal")
+        if reason not in HANGUP_CAUSES and reason != "failure":
+            raise AriFailure(400, "Invalid reason for hangup provided")
+        await self._destroy(channel["id"], HANGUP_CAUSES.get(reason, 16))
+        return web.Response(status=204)
+
+    async def _play(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        media = request.query.get("media", "")
+        if not media:
+            raise AriFailure(400, "media: Argument required")
+        playback_id = (
+            request.match_info.get("playback")
+            or request.query.get("playbackId")
+            or f"pb-{next(self._ids)}"
+        )
+        if playback_id in self.playbacks:
+            raise AriFailure(409, "Playback ID already in use")  # (verify) status
+        playback: Json = {
+            "id": playback_id,
+            "media_uri": media.split(",")[0],
+            "target_uri": f"channel:{channel['id']}",
+            "language": request.query.get("lang", "en"),
+            "state": "playing",
+        }
+        self.playbacks[playback_id] = playback
+        await self._emit_playback("PlaybackStarted", playback)
+        return web.json_response(
+            playback, status=201, headers={"Location": f"/playback/{playback_id}"}
+        )
+
+    async def _emit_playback(self, kind: str, playback: Json) -> None:
+        channel_id = str(playback["target_uri"]).removeprefix("channel:")
+        await self.emit({"type": kind, "playback": playback}, self.in_stasis.get(channel_id, APP))
+
+    async def _stop_playback(self, request: web.Request) -> web.Response:
+        playback = self.playbacks.pop(request.match_info["id"], None)
+        if playback is None:
+            raise AriFailure(404, "Playback not found")
+        playback["state"] = "done"
+        await self._emit_playback("PlaybackFinished", playback)
+        return web.Response(status=204)
+
+    async def _record(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        name, fmt = request.query.get("name", ""), request.query.get("format", "")
+        if not name or not fmt:
+            raise AriFailure(400, "Missing required parameter")
+        if fmt not in RECORDING_FORMATS:
+            raise AriFailure(422, "Recording format does not exist")
+        if name in self.recordings:
+            raise AriFailure(409, "Recording name already in use")
+        recording: Json = {
+            "name": name,
+            "format": fmt,
+            "target_uri": f"channel:{channel['id']}",
+            "state": "queued",
+        }
+        self.recordings[name] = recording
+        return web.json_response(recording, status=201)
+
+    async def _stop_recording(self, request: web.Request) -> web.Response:
+        recording = self.recordings.get(request.match_info["name"])
+        if recording is None or recording["state"] == "done":
+            raise AriFailure(404, "Recording not found")
+        recording.update(state="done", duration=1, talking_duration=1, silence_duration=0)
+        channel_id = str(recording["target_uri"]).removeprefix("channel:")
+        await self.emit(
+            {"type": "RecordingFinished", "recording": recording},
+            self.in_stasis.get(channel_id, APP),
+        )
+        return web.Response(status=204)
+
+    async def _dtmf(self, request: web.Request) -> web.Response:
+        self._channel(request)
+        if not request.query.get("dtmf"):
+            raise AriFailure(400, "DTMF is required")
+        return web.Response(status=204)
+
+    async def _continue(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        application = self.in_stasis.pop(channel["id"])
+        await self.emit({"type": "StasisEnd", "channel": channel}, application)
+        return web.Response(status=204)
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        endpoint = request.query.get("endpoint", "")
+        if not endpoint:
+            raise AriFailure(400, "Required parameter 'endpoint' not provided.")
+        if endpoint.split("/")[0] != str(channel["name"]).split("/")[0]:
+            raise AriFailure(422, "Endpoint technology does not match channel technology")
+        return web.Response(status=204)
+
+    async def _get_variable(self, request: web.Request) -> web.Response:
+        channel = self._channel(request, stasis=False)
+        name = request.query.get("variable", "")
+        if not name:
+            raise AriFailure(400, "Variable name is required")
+        if name == "CALLERID(num)":
+            return web.json_response({"value": channel["caller"]["number"]})
+        value = self.variables[channel["id"]].get(name)
+        if value is None:
+            raise AriFailure(404, "Provided variable was not found")
+        return web.json_response({"value": value})
+
+    async def _set_variable(self, request: web.Request) -> web.Response:
+        channel = self._channel(request, stasis=False)
+        name = request.query.get("variable", "")
+        if not name:
+            raise AriFailure(400, "Variable name is required")
+        self.variables[channel["id"]][name] = request.query.get("value", "")
+        return web.Response(status=204)
+
+    async def _originate(self, request: web.Request) -> web.Response:
+        endpoint = request.query.get("endpoint", "")
+        if not endpoint:
+            raise AriFailure(400, "Endpoint must be specified")
+        channel_id = request.query.get("channelId")
+        if channel_id and channel_id in self.channels:
+            raise AriFailure(409, "Channel with given unique ID already exists")
+        body = request.get(BODY)
+        variables = body.get("variables") if isinstance(body, dict) else None
+        channel = self._new_channel(
+            f"{endpoint.split('@')[0]}-{next(self._ids):08x}",
+            "Down",
+            channel_id=channel_id,
+            caller_number=request.query.get("callerId", ""),
+        )
+        self.variables[channel["id"]].update(variables or {})
+        return web.json_response(channel)
+
+    async def _external_media(self, request: web.Request) -> web.Response:
+        query = request.query
+        for required in ("app", "external_host", "format"):
+            if not query.get(required):
+                raise AriFailure(400, f"{required} cannot be empty")
+        if ":" not in query["external_host"]:
+            raise AriFailure(400, "external_host must be <host>:<port>")
+        pair = (query.get("encapsulation", "rtp"), query.get("transport", "udp"))
+        if pair not in {("rtp", "udp"), ("audiosocket", "tcp"), ("none", "websocket")}:
+            raise AriFailure(501, "The encapsulation and/or transport is not supported")
+        if pair == ("audiosocket", "tcp") and not query.get("data"):
+            raise AriFailure(400, "data can not be empty")
+        channel_id = query.get("channelId")
+        if channel_id and channel_id in self.channels:
+            raise AriFailure(409, "Channel with given unique ID already exists")
+        channelvars = (
+            {"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": "17000"}
+            if pair[0] == "rtp"
+            else {}
+        )
+        channel = self._new_channel(
+            f"UnicastRTP/{query['external_host']}-{next(self._ids):08x}",
+            "Up",
+            channel_id=channel_id,
+            channelvars=channelvars,
+        )
+        self.in_stasis[channel["id"]] = query["app"]
+        answer = web.json_response(channel)
+        await self.emit({"type": "StasisStart", "args": [], "channel": channel}, query["app"])
+        return answer
+
+    # --- bridges ---------------------------------------------------------------------------
+
+    def _bridge(self, request: web.Request) -> Json:
+        bridge = self.bridges.get(request.match_info["id"])
+        if bridge is None:
+            raise AriFailure(404, "Bridge not found")
+        return bridge
+
+    async def _create_bridge(self, request: web.Request) -> web.Response:
+        bridge_id = request.query.get("bridgeId") or f"bridge-{next(self._ids)}"
+        kinds = request.query.get("type", "mixing")
+        bridge: Json = {
+            "id": bridge_id,
+            "technology": "simple_bridge",
+            "bridge_type": "holding" if "holding" in kinds else "mixing",
+            "bridge_class": "stasis",
+            "creator": "Stasis",
+            "name": request.query.get("name", ""),
+            "channels": [],
+            "creationtime": timestamp(),
+        }
+        self.bridges[bridge_id] = bridge
+        return web.json_response(bridge)
+
+    async def _destroy_bridge(self, request: web.Request) -> web.Response:
+        self._bridge(request)
+        del self.bridges[request.match_info["id"]]
+        return web.Response(status=204)
+
+    async def _add_channel(self, request: web.Request) -> web.Response:
+        bridge = self._bridge(request)
+        ids = [i for i in request.query.get("channel", "").split(",") if i]
+        if not ids or any(i not in self.channels for i in ids):
+            raise AriFailure(400, "Channel not found")
+        if any(i not in self.in_stasis for i in ids):
+            raise AriFailure(422, "Channel not in Stasis application")
+        bridge["channels"].extend(i for i in ids if i not in bridge["channels"])
+        return web.Response(status=204)
+
+    async def _remove_channel(self, request: web.Request) -> web.Response:
+        bridge = self._bridge(request)
+        ids = [i for i in request.query.get("channel", "").split(",") if i]
+        if not ids or any(i not in self.channels for i in ids):
+            raise AriFailure(400, "Channel not found")
+        if any(i not in bridge["channels"] for i in ids):
+            raise AriFailure(422, "Channel not in this bridge")
+        for i in ids:
+            bridge["channels"].remove(i)
+        return web.Response(status=204)
+
+    # --- asterisk and the wire -------------------------------------------------------------
+
+    async def _info(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "build": {"os": "Linux", "kernel": "6.1", "machine": "x86_64"},
+                "system": {"version": "22.10.1", "entity_id": ASTERISK_ID},
+                "config": {"name": "", "default_language": "en"},
+                "status": {"startup_time": timestamp(), "last_reload_time": timestamp()},
+            }
+        )
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"asterisk_id": ASTERISK_ID, "ping": "pong", "timestamp": timestamp()}
+        )
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        apps = frozenset(a for a in request.query.get("app", "").split(",") if a)
+        if not apps:
+            raise AriFailure(400, "app: Argument required")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sockets[ws] = apps
+        async with self._connected:
+            self.connections += 1
+            self._connected.notify_all()
+        try:
+            async for _ in ws:
+                pass  # Asterisk ignores what apps send (bar REST-over-WebSocket)
+        finally:
+            self.sockets.pop(ws, None)
+            async with self._connected:
+                self._connected.notify_all()
+        return ws
+
+    async def _close_sockets(self, app: web.Application) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY)
+
+    @staticmethod
+    async def _body(request: web.Request) -> Any:
+        if not request.can_read_body:
+            return None
+        return await request.json()
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if header:
+            try:
+                auth = BasicAuth.decode(header)
+            except ValueError:
+                return False
+            return (auth.login, auth.password) == (self.username, self.password)
+        return request.query.get("api_key") == f"{self.username}:{self.password}"
+
+    @web.middleware
+    async def _middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        if not self._authorized(request):
+            return web.json_response(
+                {"message": "Authentication required"},
+                status=401,
+                headers={"WWW-Authenticate": 'Basic realm="Asterisk REST Interface"'},
+            )
+        if request.path != "/ari/events":
+            body = request[BODY] = await self._body(request)
+            self.requests.append(
+                Request(
+                    request.method,
+                    request.path.removeprefix("/ari"),
+                    dict(request.query),
+                    body,
+                )
+            )
+            if self.failures:
+                failure = self.failures.popleft()
+                return web.json_response({"message": failure.message}, status=failure.status)
+        try:
+            return await handler(request)
+        except AriFailure as failure:
+            return web.json_response({"message": failure.message}, status=failure.status)
+
+
+AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def fake_asterisk(aiohttp_server: AiohttpServer) -> AsyncIterator[FakeAsterisk]:
+    """A `FakeAsterisk` on 127.0.0.1; `base_url` is its http://host:port."""
+    fake = FakeAsterisk()
+    server = await aiohttp_server(fake.app)
+    fake.base_url = str(server.make_url("")).rstrip("/")
+    yield fake
