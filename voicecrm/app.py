@@ -37,21 +37,41 @@ from voicecrm.integrations.http_client import AiohttpClient
 from voicecrm.metrics.turns import TurnMetrics
 from voicecrm.recordings.store import RecordingStore
 from voicecrm.scenarios.library import ScenarioRegistry
+from voicecrm.scenarios.ports import HttpClient, LanguageModel
 from voicecrm.speech.factory import speech_to_text, text_to_speech
 from voicecrm.storage import Database
 from voicecrm.storage.migrate import upgrade
+from voicecrm.telephony.ari import AriClient, AriEvents
+from voicecrm.telephony.ari.stasis import AriApplication, AriServices
 from voicecrm.telephony.twilio import media_stream as twilio_media
 from voicecrm.telephony.twilio import webhooks as twilio_webhooks
 from voicecrm.telephony.twilio.outbound import TwilioOutbound, rest_client
 from voicecrm.telephony.twilio.services import TWILIO, TwilioServices
 from voicecrm.telephony.voice_calls import SpeechProviders
-from voicecrm.voice.ports import SpeechToText, TextToSpeech
+from voicecrm.voice.call import TurnObserver
+from voicecrm.voice.ports import RecordingSink, SpeechToText, TextToSpeech
 
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 TURN_METRICS = web.AppKey("turn_metrics", TurnMetrics)
+
+
+@dataclass(frozen=True, slots=True)
+class CallResources:
+    """What the calls of every carrier share, built once per process."""
+
+    actor: Actor
+    providers: SpeechProviders
+    llm: LanguageModel | None
+    http: HttpClient
+    on_turn: TurnObserver
+    recordings: RecordingSink
+
+
+CALL_RESOURCES = web.AppKey("call_resources", CallResources)
+ARI = web.AppKey("ari", AriApplication)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,51 +213,118 @@ def build_app(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGHUP)
 
-    async def twilio_ctx(app: web.Application) -> AsyncIterator[None]:
-        """What calls need: speech providers, the language model, outbound HTTP, the actor."""
+    async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
+        """What every carrier's calls share: speech providers, the language model,
+        outbound HTTP, the actor. Opened before the carriers and closed after them."""
         providers = speech_providers(settings)
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
         llm = language_model_from_settings(settings.llm_base_url, key)
-        token = settings.twilio_auth_token
-        outbound: TwilioOutbound | None = None
         async with aiohttp.ClientSession() as http_session:
             try:
                 async with app[DATABASE].transaction(read_only=True) as session:
                     team = await accounts.first_team(session)
                     assert team is not None, "bootstrap creates the first team"
                     actor = Actor.system(accounts.team_settings(team))
-                if token is None:
-                    log.info("twilio: VOICECRM_TWILIO_AUTH_TOKEN is not set; /twilio answers 503")
-                try:
-                    outbound = twilio_outbound(settings, app[DATABASE], actor, app[SCENARIOS])
-                except OutboundNotConfigured as err:
-                    log.info("twilio: no outbound calls: %s", err.detail)
-                app[TWILIO] = TwilioServices(
-                    database=app[DATABASE],
+                app[CALL_RESOURCES] = CallResources(
                     actor=actor,
-                    scenarios=app[SCENARIOS],
                     providers=providers,
-                    validator=RequestValidator(token.get_secret_value()) if token else None,
-                    public_url=settings.public_url,
                     llm=llm,
                     http=AiohttpClient(http_session),
                     on_turn=app[TURN_METRICS].observe,
                     recordings=app[RECORDINGS],
-                    blocked_callers=settings.blocked_callers,
-                    mode=settings.twilio_mode,
-                    outbound=outbound,
                 )
                 yield
             finally:
-                if outbound is not None:
-                    await outbound.aclose()
                 await providers.aclose()
                 if llm is not None:
                     await llm.aclose()
 
+    async def twilio_ctx(app: web.Application) -> AsyncIterator[None]:
+        shared = app[CALL_RESOURCES]
+        token = settings.twilio_auth_token
+        outbound: TwilioOutbound | None = None
+        try:
+            if token is None:
+                log.info("twilio: VOICECRM_TWILIO_AUTH_TOKEN is not set; /twilio answers 503")
+            try:
+                outbound = twilio_outbound(settings, app[DATABASE], shared.actor, app[SCENARIOS])
+            except OutboundNotConfigured as err:
+                log.info("twilio: no outbound calls: %s", err.detail)
+            app[TWILIO] = TwilioServices(
+                database=app[DATABASE],
+                actor=shared.actor,
+                scenarios=app[SCENARIOS],
+                providers=shared.providers,
+                validator=RequestValidator(token.get_secret_value()) if token else None,
+                public_url=settings.public_url,
+                llm=shared.llm,
+                http=shared.http,
+                on_turn=shared.on_turn,
+                recordings=shared.recordings,
+                blocked_callers=settings.blocked_callers,
+                mode=settings.twilio_mode,
+                outbound=outbound,
+            )
+            yield
+        finally:
+            if outbound is not None:
+                await outbound.aclose()
+
+    async def ari_ctx(app: web.Application) -> AsyncIterator[None]:
+        """The Stasis application, when Asterisk is configured; its calls end before the
+        shared resources they use are closed."""
+        if settings.ari_url is None:
+            log.info("asterisk: VOICECRM_ARI_URL is not set; no calls from Asterisk")
+            yield
+            return
+        if settings.ari_password is None:
+            log.warning("asterisk: VOICECRM_ARI_PASSWORD is not set; no calls from Asterisk")
+            yield
+            return
+        shared = app[CALL_RESOURCES]
+        password = settings.ari_password.get_secret_value()
+        async with aiohttp.ClientSession() as session:
+            client = AriClient(
+                settings.ari_url, settings.ari_user, password, settings.ari_app, session
+            )
+            events = AriEvents(
+                settings.ari_url, settings.ari_user, password, settings.ari_app, session=session
+            )
+            application = AriApplication(
+                AriServices(
+                    database=app[DATABASE],
+                    actor=shared.actor,
+                    scenarios=app[SCENARIOS],
+                    providers=shared.providers,
+                    llm=shared.llm,
+                    http=shared.http,
+                    on_turn=shared.on_turn,
+                    recordings=shared.recordings,
+                    blocked_callers=settings.blocked_callers,
+                ),
+                client,
+                events,
+                media_host=settings.ari_media_host,
+            )
+            app[ARI] = application
+            application.start()
+            log.info(
+                "asterisk: Stasis application %r on %s, media on %s",
+                settings.ari_app,
+                settings.ari_url,
+                settings.ari_media_host,
+            )
+            try:
+                yield
+            finally:
+                await application.aclose()
+                await client.aclose()
+
     app.cleanup_ctx.append(scenarios_ctx)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(calls_ctx)
     app.cleanup_ctx.append(twilio_ctx)
+    app.cleanup_ctx.append(ari_ctx)
     twilio_app = web.Application()
     twilio_app.add_routes([*twilio_webhooks.routes(), *twilio_media.routes()])
     app.add_subapp("/twilio", twilio_app)

@@ -102,6 +102,23 @@ class Settings(BaseModel):
         description="What a call from a blocked contact gets: reject (refused before it is "
         "answered) or the name of a scenario to run instead.",
     )
+    ari_url: str | None = Field(
+        None,
+        description="Base URL of Asterisk's REST Interface (http://127.0.0.1:8088); unset: "
+        "no Asterisk calls (logged at start).",
+    )
+    ari_user: str = Field("voicecrm", description="ARI user (the ari.conf section name).")
+    ari_password: SecretStr | None = Field(
+        None, description="That ARI user's password. Never logged."
+    )
+    ari_app: str = Field(
+        "voicecrm", description="Name of the Stasis application the dialplan sends calls to."
+    )
+    ari_media_host: str = Field(
+        "127.0.0.1",
+        description="Address Asterisk sends a call's RTP to (ExternalMedia external_host); "
+        "the service listens for it there.",
+    )
     stt_provider: Literal["auto", "openai", "offline"] = Field(
         "auto",
         description="Speech-to-text for audio calls: openai (the LLM server's transcription "

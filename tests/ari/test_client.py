@@ -177,7 +177,8 @@ async def test_external_media_returns_the_rtp_address_in_channelvars(
         "direction": "both",
         "channelId": "em-1",
     }
-    assert channel.channelvars["UNICASTRTP_LOCAL_PORT"] == "17000"
+    (peer,) = fake_asterisk.peers  # the fake's RTP end, streaming to external_host
+    assert channel.channelvars["UNICASTRTP_LOCAL_PORT"] == str(peer.address[1])
     with pytest.raises(AriInvalid, match="not supported") as refused:
         await ari.external_media("127.0.0.1:40000", encapsulation="rtp", transport="tcp")
     assert refused.value.status == 501

@@ -14,22 +14,32 @@ far end with `inject_call` (StasisStart for a new caller), `press` (DTMF),
 `hang_up` (ChannelHangupRequest, StasisEnd, ChannelDestroyed),
 `finish_playback`, `emit` (any event), and `drop_event_sockets` (to test
 reconnection); `requests` records every REST request as received, and
-`fail_next` makes the next one fail with any status.
+`fail_next` makes the next one fail with any status, and `wait_request`
+waits for one to arrive.
+
+An RTP ExternalMedia channel comes with a small RTP peer (`RtpPeer`): a UDP
+socket that, as Asterisk does, streams 20 ms PCMU frames to `external_host`
+(the caller, scripted by `caller_script`: silence, audio, and waits for the
+service's speech) and records what comes back. Hanging the channel up stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import BasicAuth, WSCloseCode, web
 from aiohttp.test_utils import TestServer
+
+from voicecrm.audio.codec import pcm16_to_ulaw, rms, ulaw_to_pcm16
+from voicecrm.telephony.rtp import packet as rtp
 
 USERNAME = "voicecrm"
 PASSWORD = "ari-test-secret"
@@ -63,6 +73,130 @@ def timestamp() -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}+0000"
 
 
+# --- the media: an RTP peer per ExternalMedia channel ------------------------------------
+
+FRAME = 0.02
+FRAME_BYTES = 160
+SILENCE = b"\xff" * FRAME_BYTES  # mu-law digital silence
+VOICED_RMS = 500
+
+
+@dataclass(frozen=True)
+class WaitForSpeech:
+    """Send silence until the service has sent voiced audio."""
+
+
+@dataclass(frozen=True)
+class WaitForQuiet:
+    """Send silence until the service has spoken and then been quiet for `frames` frames."""
+
+    frames: int = 15
+
+
+# bytes: 16-bit PCM at 8 kHz said by the caller; float: seconds of silence.
+CallerPart = bytes | float | WaitForSpeech | WaitForQuiet
+
+
+def voiced(payload: bytes) -> bool:
+    return rms(ulaw_to_pcm16(payload)) > VOICED_RMS
+
+
+class RtpPeer(asyncio.DatagramProtocol):
+    """Asterisk's end of an ExternalMedia channel: the caller's audio out, ours recorded."""
+
+    def __init__(self, remote: tuple[str, int], script: Sequence[CallerPart]) -> None:
+        self.remote = remote
+        self.script = list(script)
+        self.received: list[bytes] = []  # payloads the service sent, in order
+        self.voiced_frames = 0
+        self.quiet_run = 0  # frames since the service's last voiced one
+        self.heard_speech = asyncio.Event()
+        self.script_done = asyncio.Event()
+        self.frames_sent = 0
+        self._sequence = 4000
+        self._timestamp = 160_000
+        self._transport: asyncio.DatagramTransport | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    async def start(self) -> RtpPeer:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        self._sender = asyncio.create_task(self._send_script(), name="fake-asterisk-rtp")
+        return self
+
+    async def aclose(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        try:
+            packet = rtp.parse(data)
+        except rtp.RtpError:
+            return
+        self.received.append(packet.payload)
+        if voiced(packet.payload):
+            self.voiced_frames += 1
+            self.quiet_run = 0
+            self.heard_speech.set()
+        else:
+            self.quiet_run += 1
+
+    def _frames(self, pcm: bytes) -> list[bytes]:
+        ulaw = pcm16_to_ulaw(pcm)
+        ulaw += SILENCE[: -len(ulaw) % FRAME_BYTES]
+        return [ulaw[i : i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES)]
+
+    async def _send_script(self) -> None:
+        """Paced at real time on an absolute schedule, as Asterisk's 20 ms frames come."""
+        loop = asyncio.get_running_loop()
+        slot = loop.time()
+
+        async def send(payload: bytes) -> None:
+            nonlocal slot
+            delay = slot - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # real-time pacing of the caller's stream
+            packet = rtp.RtpPacket(rtp.PCMU, self._sequence, self._timestamp, 0xA57E, payload)
+            if self._transport is not None:
+                self._transport.sendto(packet.to_bytes(), self.remote)
+            self._sequence = rtp.sequence_add(self._sequence, 1)
+            self._timestamp = rtp.timestamp_add(self._timestamp, FRAME_BYTES)
+            self.frames_sent += 1
+            slot += FRAME
+
+        for part in self.script:
+            if isinstance(part, bytes):
+                for frame in self._frames(part):
+                    await send(frame)
+            elif isinstance(part, float | int):
+                for _ in range(round(part / FRAME)):
+                    await send(SILENCE)
+            elif isinstance(part, WaitForSpeech):
+                while not self.heard_speech.is_set():
+                    await send(SILENCE)
+            else:
+                while not (self.voiced_frames and self.quiet_run >= part.frames):
+                    await send(SILENCE)
+        self.script_done.set()
+        while True:  # Asterisk streams for as long as the channel lives
+            await send(SILENCE)
+
+
 class FakeAsterisk:
     def __init__(self, username: str = USERNAME, password: str = PASSWORD) -> None:
         self.username = username
@@ -78,6 +212,10 @@ class FakeAsterisk:
         self.failures: deque[AriFailure] = deque()
         self.sockets: dict[web.WebSocketResponse, frozenset[str]] = {}
         self.connections = 0  # event sockets ever accepted
+        self.caller_script: list[CallerPart] = [30.0]  # what the next media peer's caller says
+        self.media_peers: dict[str, RtpPeer] = {}  # by ExternalMedia channel id, while it lives
+        self.peers: list[RtpPeer] = []  # every one ever started
+        self._changed = asyncio.Condition()  # a request arrived, a peer started
         self._connected = asyncio.Condition()
         self._ids = itertools.count(1)
         self.app = web.Application(middlewares=[self._middleware])
@@ -123,6 +261,34 @@ class FakeAsterisk:
         """Returns once no events socket is open."""
         async with self._connected:
             await self._connected.wait_for(lambda: not self.sockets)
+
+    async def wait_request(self, method: str, path: str) -> Request:
+        """Returns the first request (ever) with this method and path."""
+
+        def found() -> Request | None:
+            return next((r for r in self.requests if (r.method, r.path) == (method, path)), None)
+
+        async with self._changed:
+            await self._changed.wait_for(lambda: found() is not None)
+        request = found()
+        assert request is not None
+        return request
+
+    async def wait_peer(self, count: int = 1) -> RtpPeer:
+        """Returns the `count`th media peer, once an ExternalMedia request started it."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.peers) >= count)
+        return self.peers[count - 1]
+
+    async def vanish(self, channel_id: str) -> None:
+        """The channel disappears without a word, as while the events socket is down."""
+        self.channels.pop(channel_id, None)
+        self.in_stasis.pop(channel_id, None)
+
+    async def close_media(self) -> None:
+        for peer in list(self.media_peers.values()):
+            await peer.aclose()
+        self.media_peers.clear()
 
     async def drop_event_sockets(self) -> None:
         """Closes every events socket from Asterisk's side, as a restart would."""
@@ -239,6 +405,9 @@ class FakeAsterisk:
         if channel is None:
             return
         application = self.in_stasis.pop(channel_id, APP)
+        peer = self.media_peers.pop(channel_id, None)
+        if peer is not None:
+            await peer.aclose()
         for bridge in self.bridges.values():
             if channel_id in bridge["channels"]:
                 bridge["channels"].remove(channel_id)
@@ -412,11 +581,16 @@ class FakeAsterisk:
         channel_id = query.get("channelId")
         if channel_id and channel_id in self.channels:
             raise AriFailure(409, "Channel with given unique ID already exists")
-        channelvars = (
-            {"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": "17000"}
-            if pair[0] == "rtp"
-            else {}
-        )
+        peer: RtpPeer | None = None
+        channelvars: dict[str, str] = {}
+        if pair[0] == "rtp":
+            host, _, port = query["external_host"].rpartition(":")
+            peer = await RtpPeer((host, int(port)), self.caller_script).start()
+            address, local_port = peer.address
+            channelvars = {
+                "UNICASTRTP_LOCAL_ADDRESS": address,
+                "UNICASTRTP_LOCAL_PORT": str(local_port),
+            }
         channel = self._new_channel(
             f"UnicastRTP/{query['external_host']}-{next(self._ids):08x}",
             "Up",
@@ -424,6 +598,11 @@ class FakeAsterisk:
             channelvars=channelvars,
         )
         self.in_stasis[channel["id"]] = query["app"]
+        if peer is not None:
+            self.media_peers[channel["id"]] = peer
+            self.peers.append(peer)
+            async with self._changed:
+                self._changed.notify_all()
         answer = web.json_response(channel)
         await self.emit({"type": "StasisStart", "args": [], "channel": channel}, query["app"])
         return answer
@@ -556,6 +735,8 @@ class FakeAsterisk:
                     body,
                 )
             )
+            async with self._changed:
+                self._changed.notify_all()
             if self.failures:
                 failure = self.failures.popleft()
                 return web.json_response({"message": failure.message}, status=failure.status)
@@ -574,4 +755,7 @@ async def fake_asterisk(aiohttp_server: AiohttpServer) -> AsyncIterator[FakeAste
     fake = FakeAsterisk()
     server = await aiohttp_server(fake.app)
     fake.base_url = str(server.make_url("")).rstrip("/")
-    yield fake
+    try:
+        yield fake
+    finally:
+        await fake.close_media()

@@ -214,6 +214,22 @@ async def test_each_rfc4733_key_press_is_one_dtmf_event(asterisk: FakeAsterisk) 
     assert got == [Dtmf("5"), Dtmf("#"), Media(SILENT)]
 
 
+async def test_a_key_reported_out_of_band_joins_the_stream_in_order(
+    asterisk: FakeAsterisk,
+) -> None:
+    async with RtpMediaLine(INFO) as line, contextlib.aclosing(line.events()) as events:
+        asterisk.send(SILENT, line.local_address)
+        assert await take(events, 1) == [Media(SILENT)]
+        line.push_dtmf("7")
+        asterisk.send(LOUD, line.local_address)
+        assert await take(events, 2) == [Dtmf("7"), Media(LOUD)]
+        with pytest.raises(ValueError):
+            line.push_dtmf("x")
+        line.close("hung up")
+        line.push_dtmf("1")  # too late: the call is over
+        assert await take(events, 1) == [LineClosed("hung up")]
+
+
 # ------------------------------------------------------------------ the receptionist's side
 async def test_silence_is_filled_with_a_continuous_stream_of_comfort_noise(
     asterisk: FakeAsterisk,

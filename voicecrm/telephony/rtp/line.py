@@ -57,6 +57,7 @@ Address = tuple[str, int]
 # A jump of more than this many sequence numbers is a restarted stream, not a loss.
 MAX_DROPOUT = 3000
 _PAYLOAD_TYPES = {Encoding.ULAW: rtp.PCMU, Encoding.ALAW: rtp.PCMA}
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 class NoCallControl(VoiceCRMError):
@@ -282,6 +283,20 @@ class RtpMediaLine:
             return None
         self._dtmf_done = packet.timestamp
         return Dtmf(event.digit)
+
+    def push_dtmf(self, digit: str) -> None:
+        """A key the carrier reported out of band, as if it had come in the stream.
+
+        In a mixing bridge Asterisk takes the caller's keys out of the media and
+        reports them as ARI `ChannelDtmfReceived` events instead, so the external
+        media socket never sees them as RFC 4733 packets: whoever reads those
+        events hands each key over here."""
+        if len(digit) != 1 or digit not in DTMF_DIGITS:
+            raise ValueError(f"not a DTMF key: {digit!r}")
+        if self.closed is not None:
+            return
+        self._inbox.append(Dtmf(digit))
+        self._arrived.set()
 
     async def events(self) -> AsyncGenerator[LineEvent, None]:
         assert self._loop is not None, "start the line first"

@@ -1,0 +1,428 @@
+"""`AriApplication`: the Stasis application that answers Asterisk's inbound calls.
+
+The dialplan sends a call here with `Stasis(voicecrm[,args])`; the
+application reads the events socket and, for each caller's StasisStart,
+starts one task that owns the call from beginning to end: resolve the caller
+(a blocked one is hung up and put on the timeline as blocked, as Twilio
+does), pick the scenario (a `scenario=NAME` Stasis argument, else the
+dialled extension), answer, open an `RtpMediaLine` on a free UDP port, have
+Asterisk create an ExternalMedia channel sending there, bridge the two, and
+run the scenario with `run_call` over `voice_call(line, ...)`.
+
+Channels this service creates itself carry an id prefix (`MEDIA_PREFIX` for
+the ExternalMedia halves, `ORIGINATED_PREFIX` reserved for calls it places),
+so their StasisStart is never mistaken for a caller. The events socket is
+the only source of "the caller left" (StasisEnd, ChannelDestroyed) and of
+keys (ChannelDtmfReceived: a mixing bridge takes DTMF out of the media), so
+the consumer hands those to the call they belong to; after a reconnect, when
+events may have been lost, every call asks ARI whether its caller's channel
+still exists. Any ARI refusal ends only the call it happened in.
+
+The application owns every task it starts (the consumer, one per call, the
+reconciliations) and cancels and awaits them in `aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from voicecrm.accounts.actor import Actor
+from voicecrm.calls.interface import CallInfo, Direction
+from voicecrm.crm import call_log
+from voicecrm.crm.call_log import NewCall
+from voicecrm.errors import NotFound, VoiceCRMError
+from voicecrm.scenarios.crm_actions import ScenarioCRM
+from voicecrm.scenarios.library import ScenarioRegistry
+from voicecrm.scenarios.models import Scenario
+from voicecrm.scenarios.ports import HttpClient, LanguageModel
+from voicecrm.scenarios.runner import run_call
+from voicecrm.storage import Database
+from voicecrm.telephony.ari import events as ev
+from voicecrm.telephony.ari.call_control import CallControl
+from voicecrm.telephony.ari.client import AriClient, Channel
+from voicecrm.telephony.ari.errors import AriError, AriUnauthorized, ChannelGone
+from voicecrm.telephony.ari.events_socket import Reconnected
+from voicecrm.telephony.rtp.line import RtpMediaLine
+from voicecrm.telephony.voice_calls import SpeechProviders, voice_call
+from voicecrm.voice.call import TurnObserver
+from voicecrm.voice.ports import RecordingSink
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "asterisk"
+MEDIA_PREFIX = "voicecrm-media-"
+ORIGINATED_PREFIX = "voicecrm-out-"
+BRIDGE_PREFIX = "voicecrm-bridge-"
+STASIS_TIMEOUT = 5.0  # seconds for an ExternalMedia channel's StasisStart
+CLEANUP_TIMEOUT = 5.0  # seconds for the ARI requests that tidy up after a call
+
+
+class EventSource(Protocol):
+    """`AriEvents`, or anything else that yields its events."""
+
+    def __aiter__(self) -> AsyncIterator[ev.Event | Reconnected]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class AriServices:
+    """What a call needs from the rest of the service, built by the composition root."""
+
+    database: Database
+    actor: Actor
+    scenarios: ScenarioRegistry
+    providers: SpeechProviders
+    llm: LanguageModel | None = None
+    http: HttpClient | None = None
+    on_turn: TurnObserver | None = None
+    recordings: RecordingSink | None = None
+    blocked_callers: str = "reject"  # or the name of the scenario blocked callers get
+
+
+@dataclass
+class _Call:
+    channel: Channel
+    args: tuple[str, ...]
+    control: CallControl = field(init=False)
+    media_id: str = field(default_factory=lambda: MEDIA_PREFIX + secrets.token_hex(8))
+    bridge_id: str | None = None
+    line: RtpMediaLine | None = None
+    ended: str | None = None
+
+    def close(self, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
+        if self.line is not None:
+            self.line.close(reason)
+
+
+def scenario_argument(args: tuple[str, ...]) -> str | None:
+    """The scenario a `Stasis(app,...,scenario=NAME)` argument names, if any."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.strip() == "scenario" and value.strip():
+            return value.strip()
+    return None
+
+
+class AriApplication:
+    """Answers the calls Asterisk sends to Stasis application `client.app`."""
+
+    def __init__(
+        self,
+        services: AriServices,
+        client: AriClient,
+        events: EventSource,
+        *,
+        media_host: str = "127.0.0.1",
+        transfer_context: str | None = None,
+        stasis_timeout: float = STASIS_TIMEOUT,
+    ) -> None:
+        self.services = services
+        self.client = client
+        self.app = client.app
+        self._events = events
+        self._media_host = media_host
+        self._transfer_context = transfer_context
+        self._stasis_timeout = stasis_timeout
+        self._calls: dict[str, _Call] = {}  # by the caller's channel id
+        self._media: dict[str, _Call] = {}  # by the ExternalMedia channel id
+        self._media_started: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._call_tasks: set[asyncio.Task[None]] = set()
+        self._consumer: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        if self._consumer is not None:
+            raise RuntimeError("the application is already started")
+        self._consumer = asyncio.create_task(self._consume(), name=f"ari-{self.app}")
+
+    async def aclose(self) -> None:
+        """Stops reading events, then cancels every call and waits for each to tidy up."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+        await self._events.aclose()
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def join(self) -> None:
+        """Returns once no call is in progress (for tests and draining)."""
+        while self._call_tasks:
+            await asyncio.wait(list(self._call_tasks))
+
+    @property
+    def calls_in_progress(self) -> int:
+        return len(self._calls)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str, *, call: bool = False) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        if call:
+            self._call_tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._call_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ARI task %s failed", task.get_name(), exc_info=task.exception())
+
+    # ------------------------------------------------------------- events
+    async def _consume(self) -> None:
+        try:
+            async for event in self._events:
+                try:
+                    self._dispatch(event)
+                except Exception:  # one bad event must not stop every call's events
+                    log.exception("ARI application %s: an event could not be handled", self.app)
+        except AriUnauthorized:
+            log.error("ARI refused the user and password: no calls from Asterisk")
+
+    def _dispatch(self, event: ev.Event | Reconnected) -> None:
+        if isinstance(event, Reconnected):
+            log.info("ARI events socket reconnected; checking %d calls", len(self._calls))
+            self._spawn(self._reconcile(), "ari-reconcile")
+            return
+        if event.application != self.app:
+            return  # another application's half of a Local channel
+        match event:
+            case ev.StasisStart(channel=channel, args=args):
+                self._stasis_start(channel, args)
+            case ev.StasisEnd(channel=channel):
+                self._left(channel.id, "the caller hung up")
+            case ev.ChannelDestroyed(channel=channel, cause_txt=cause):
+                self._left(channel.id, f"the caller hung up ({cause or 'destroyed'})")
+            case ev.ChannelDtmfReceived(channel=channel, digit=digit):
+                call = self._calls.get(channel.id)
+                if call is not None and call.line is not None:
+                    with contextlib.suppress(ValueError):
+                        call.line.push_dtmf(digit)
+            case ev.PlaybackFinished(playback=playback):
+                channel_id = playback.target_uri.removeprefix("channel:")
+                call = self._calls.get(channel_id)
+                if call is not None:
+                    call.control.playback_finished(playback.id)
+            case _:
+                pass
+
+    def _stasis_start(self, channel: Channel, args: tuple[str, ...]) -> None:
+        if channel.id.startswith(MEDIA_PREFIX):
+            started = self._media_started.get(channel.id)
+            if started is not None and not started.done():
+                started.set_result(None)
+            return
+        if channel.id.startswith(ORIGINATED_PREFIX) or channel.id in self._calls:
+            return
+        call = _Call(channel=channel, args=args)
+        call.control = CallControl(
+            self.client, channel.id, close_line=call.close, transfer_context=self._transfer_context
+        )
+        self._calls[channel.id] = call
+        self._spawn(self._run(call), f"ari-call-{channel.id}", call=True)
+
+    def _left(self, channel_id: str, reason: str) -> None:
+        call = self._calls.get(channel_id)
+        if call is not None:
+            call.control.ended(reason)
+            return
+        call = self._media.get(channel_id)
+        if call is not None:
+            call.close("the media channel is gone")
+
+    async def _reconcile(self) -> None:
+        """Ends the calls whose caller left while the events socket was down."""
+        for channel_id, call in list(self._calls.items()):
+            try:
+                await self.client.get_channel(channel_id)
+            except ChannelGone:
+                log.info("asterisk call %s ended while the events socket was down", channel_id)
+                call.control.ended("the caller hung up")
+            except AriError as error:
+                log.warning("asterisk call %s could not be checked: %s", channel_id, error)
+
+    # ------------------------------------------------------------- one call
+    async def _run(self, call: _Call) -> None:
+        channel_id = call.channel.id
+        try:
+            await self._answer_and_run(call)
+        except ChannelGone:
+            log.info("asterisk call %s: the caller hung up meanwhile", channel_id)
+        except AriError as error:
+            if call.control.gone.is_set():  # e.g. 400 "Channel not found" on addChannel
+                log.info("asterisk call %s: the caller hung up meanwhile (%s)", channel_id, error)
+            else:
+                log.error("asterisk call %s failed: %s", channel_id, error)
+        except VoiceCRMError as error:
+            log.error("asterisk call %s could not run: %s", channel_id, error.detail)
+        finally:
+            try:
+                async with asyncio.timeout(CLEANUP_TIMEOUT):
+                    await self._tidy_up(call)
+            except TimeoutError:
+                log.warning("asterisk call %s: tidying up timed out", channel_id)
+            finally:
+                self._calls.pop(channel_id, None)
+                self._media.pop(call.media_id, None)
+                self._media_started.pop(call.media_id, None)
+
+    async def _answer_and_run(self, call: _Call) -> None:
+        services = self.services
+        channel = call.channel
+        info = CallInfo(
+            call_id=channel.id,
+            direction=Direction.INBOUND,
+            from_number=channel.caller_number,
+            to_number=channel.exten,
+            caller_name=channel.caller_name or None,
+            channel=CHANNEL,
+        )
+        scenario = self._scenario(call)
+        if scenario is None:
+            await self._hang_up(call, "rejected")
+            return
+        contact_id, blocked = await ScenarioCRM(services.database, services.actor).ensure_caller(
+            info
+        )
+        if blocked:
+            scenario = self._blocked_scenario()
+            if scenario is None:
+                await self._reject_blocked(call, info, contact_id)
+                return
+        if call.ended is not None:
+            return
+        await self.client.answer(channel.id)
+        line = RtpMediaLine(
+            info,
+            host=self._media_host,
+            on_play=call.control.play,
+            on_transfer=call.control.transfer,
+            on_hangup=call.control.hangup,
+        )
+        call.line = line
+        await line.start()
+        if call.ended is not None:
+            line.close(call.ended)
+            return
+        await self._connect_media(call, line)
+        async with voice_call(
+            line,
+            scenario,
+            services.providers,
+            on_turn=services.on_turn,
+            recordings=services.recordings,
+        ) as voice:
+            await run_call(
+                services.database,
+                services.actor,
+                scenario,
+                voice,
+                channel=CHANNEL,
+                llm=services.llm,
+                http=services.http,
+            )
+
+    def _scenario(self, call: _Call) -> Scenario | None:
+        library = self.services.scenarios.library
+        named = scenario_argument(call.args)
+        try:
+            return library.get(named) if named else library.for_number(call.channel.exten)
+        except NotFound:
+            log.warning(
+                "asterisk call %s: no scenario %s; hung up",
+                call.channel.id,
+                repr(named) if named else f"answers {call.channel.exten!r}",
+            )
+            return None
+
+    def _blocked_scenario(self) -> Scenario | None:
+        name = self.services.blocked_callers
+        if name == "reject":
+            return None
+        try:
+            return self.services.scenarios.library.get(name)
+        except NotFound:
+            log.error("asterisk: no scenario %r for blocked callers", name)
+            return None
+
+    async def _reject_blocked(self, call: _Call, info: CallInfo, contact_id: int) -> None:
+        """Refused before it is answered, and on the contact's timeline as blocked."""
+        services = self.services
+        async with services.database.transaction(quick=True) as session:
+            record = await call_log.start_call(
+                session,
+                services.actor,
+                NewCall(
+                    channel=CHANNEL,
+                    external_id=info.call_id,
+                    direction=info.direction.value,
+                    from_number=info.from_number,
+                    to_number=info.to_number,
+                    contact_id=contact_id,
+                ),
+            )
+            await call_log.finish_call(
+                session, services.actor, record.id, status="blocked", duration_seconds=0
+            )
+        await self._hang_up(call, "rejected")
+
+    async def _connect_media(self, call: _Call, line: RtpMediaLine) -> None:
+        """ExternalMedia to the line's port, then one mixing bridge holding both channels.
+
+        The bridge is added to only after the media channel's StasisStart, since
+        Asterisk answers the request before the channel enters the application
+        (and refuses to bridge it until then)."""
+        started = asyncio.get_running_loop().create_future()
+        self._media_started[call.media_id] = started
+        self._media[call.media_id] = call
+        port = line.local_address[1]
+        await self.client.external_media(
+            f"{self._media_host}:{port}", "ulaw", channel_id=call.media_id
+        )
+        try:
+            async with asyncio.timeout(self._stasis_timeout):
+                await started
+        except TimeoutError:
+            # Its StasisStart may have been lost in a socket drop: try anyway, and let
+            # Asterisk's refusal end the call if it really is not there.
+            log.warning("asterisk call %s: no StasisStart for its media", call.channel.id)
+        bridge = await self.client.create_bridge(
+            "mixing", bridge_id=BRIDGE_PREFIX + secrets.token_hex(8)
+        )
+        call.bridge_id = bridge.id
+        await self.client.add_channel(bridge.id, [call.channel.id, call.media_id])
+
+    async def _hang_up(self, call: _Call, reason: str) -> None:
+        call.control.hung_up = True
+        with contextlib.suppress(ChannelGone):
+            await self.client.hangup(call.channel.id, reason)
+
+    async def _tidy_up(self, call: _Call) -> None:
+        """Closes the media and everything Asterisk holds for the call; a caller still
+        there (the scenario ended without hanging up, or the service is stopping) is
+        hung up, unless the call was handed back to the dialplan."""
+        if call.line is not None:
+            await call.line.aclose()
+        control = call.control
+        if call.media_id in self._media:
+            with contextlib.suppress(AriError):
+                await self.client.hangup(call.media_id)
+        if call.bridge_id is not None:
+            with contextlib.suppress(AriError):
+                await self.client.destroy_bridge(call.bridge_id)
+        if not (control.hung_up or control.handed_off or control.gone.is_set()):
+            with contextlib.suppress(AriError):
+                await self.client.hangup(call.channel.id)
