@@ -10,6 +10,7 @@ import pytest
 
 from tests.fakes.fake_asterisk import APP, PASSWORD, USERNAME, FakeAsterisk, fake_asterisk
 from voicecrm.telephony.ari import AriEvents, AriUnauthorized, Backoff, MalformedEvent, Reconnected
+from voicecrm.telephony.ari.errors import ApplicationReplaced
 from voicecrm.telephony.ari.events import (
     ChannelDestroyed,
     ChannelDtmfReceived,
@@ -266,3 +267,18 @@ async def test_unreachable_asterisk_is_retried_with_growing_capped_delays() -> N
 def test_jitter_only_shortens_the_delay() -> None:
     backoff = Backoff(initial=1.0, maximum=8.0, jitter=0.5, random=lambda: 1.0)
     assert [backoff.delay(n) for n in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+
+
+async def test_a_takeover_of_the_application_stops_the_socket_for_good(
+    fake_asterisk: FakeAsterisk,
+) -> None:
+    """A second instance registering the same app must not be fought over forever."""
+    async with events_for(fake_asterisk) as events:
+        waiting = asyncio.create_task(anext(events))
+        await fake_asterisk.wait_connected()
+        await fake_asterisk.emit({"type": "ApplicationReplaced"})
+        with pytest.raises(ApplicationReplaced):
+            await waiting
+        with pytest.raises(StopAsyncIteration):
+            await anext(events)
+        await fake_asterisk.wait_disconnected()

@@ -95,3 +95,11 @@ def error_for_status(status: int, message: str) -> AriError:
     if status >= 500:
         return AriUnavailable(status, message)
     return AriError(status, message)
+
+
+class ApplicationReplaced(AriError):
+    """Another connection registered this Stasis application (a second instance, or a
+    restart elsewhere): Asterisk now sends it the events. Reconnecting would take them
+    back and the two would displace each other forever, so this one stops."""
+
+    title = "ARI application taken over"

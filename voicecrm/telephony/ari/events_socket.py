@@ -27,8 +27,8 @@ from urllib.parse import urlencode
 import aiohttp
 
 from voicecrm.telephony.ari.client import ari_root
-from voicecrm.telephony.ari.errors import AriUnauthorized, MalformedEvent
-from voicecrm.telephony.ari.events import Event, parse_event
+from voicecrm.telephony.ari.errors import ApplicationReplaced, AriUnauthorized, MalformedEvent
+from voicecrm.telephony.ari.events import Event, Unknown, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class AriEvents:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         apps = app if isinstance(app, str) else ",".join(app)
+        self.app = apps
         query = {"app": apps}
         if subscribe_all:
             query["subscribeAll"] = "true"
@@ -120,9 +121,15 @@ class AriEvents:
             message = await self._ws.receive()
             if message.type is aiohttp.WSMsgType.TEXT:
                 try:
-                    return parse_event(message.data)
+                    event = parse_event(message.data)
                 except MalformedEvent as error:
                     log.warning("ignoring an ARI event: %s", error.detail)
+                    continue
+                if isinstance(event, Unknown) and event.type == "ApplicationReplaced":
+                    self._closed = True
+                    await self._drop()
+                    raise ApplicationReplaced(0, f"another connection took over {self.app!r}")
+                return event
             elif message.type in (
                 aiohttp.WSMsgType.CLOSE,
                 aiohttp.WSMsgType.CLOSING,

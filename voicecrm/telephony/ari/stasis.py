@@ -46,7 +46,12 @@ from voicecrm.storage import Database
 from voicecrm.telephony.ari import events as ev
 from voicecrm.telephony.ari.call_control import CallControl
 from voicecrm.telephony.ari.client import AriClient, Channel
-from voicecrm.telephony.ari.errors import AriError, AriUnauthorized, ChannelGone
+from voicecrm.telephony.ari.errors import (
+    ApplicationReplaced,
+    AriError,
+    AriUnauthorized,
+    ChannelGone,
+)
 from voicecrm.telephony.ari.events_socket import Reconnected
 from voicecrm.telephony.rtp.line import RtpMediaLine
 from voicecrm.telephony.voice_calls import SpeechProviders, voice_call
@@ -191,6 +196,12 @@ class AriApplication:
                     log.exception("ARI application %s: an event could not be handled", self.app)
         except AriUnauthorized:
             log.error("ARI refused the user and password: no calls from Asterisk")
+        except ApplicationReplaced as err:
+            log.error(
+                "%s; this instance takes no more calls from Asterisk (calls in progress"
+                " lose their events)",
+                err.detail,
+            )
 
     def _dispatch(self, event: ev.Event | Reconnected) -> None:
         if isinstance(event, Reconnected):
