@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from tests.conftest import TeamWorld
-from tests.scenarios.conftest import Simulate
+from tests.scenarios.conftest import Simulate, scenario_from
+from voicecrm.calls.interface import CallInfo, Direction
 from voicecrm.crm import stages, timeline
 from voicecrm.crm.models import CallRecord, Contact, Note, Task
 from voicecrm.crm.schemas import UNKNOWN_CALLER
+from voicecrm.scenarios.runner import run_call
 from voicecrm.storage import Database
+from voicecrm.telephony.simulator.call import ScriptedCaller, SimulatedCall
 
 
 async def events(database: Database, contact_id: int) -> list[tuple[str, dict[str, Any]]]:
@@ -383,3 +389,44 @@ async def test_the_greeting_is_a_template_over_the_contact_and_the_business(
     """
     )
     assert sim.call.spoken == ["Thanks for calling Acme, Unknown Caller."]
+
+
+async def test_a_call_cut_by_a_shutdown_is_closed_on_the_timeline(
+    database: Database, world: TeamWorld
+) -> None:
+    """Stopping the service mid-call cancels the call's task: the call must not stay
+    "in progress" forever, and what was said is kept."""
+    never, asked = asyncio.Event(), asyncio.Event()
+
+    class Waiting(ScriptedCaller):
+        async def next_line(self) -> str | None:
+            asked.set()
+            await never.wait()  # the caller is thinking when the service stops
+            return None
+
+    info = CallInfo(
+        call_id="cut-1",
+        direction=Direction.INBOUND,
+        from_number="+14155550123",
+        to_number="+14155550100",
+        channel="test",
+    )
+    scenario = scenario_from(
+        """
+        name: cut
+        steps:
+          ask:
+            gather: {prompt: "How can I help?"}
+        """
+    )
+    call = SimulatedCall(info, Waiting([]), output=io.StringIO())
+    task = asyncio.create_task(run_call(database, world.system, scenario, call, channel="test"))
+    await asked.wait()  # the prompt has been said: the call waits for the caller
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with database.transaction(read_only=True) as session:
+        record = (await session.scalars(select(CallRecord))).one()
+    assert record.status == "interrupted" and record.ended_at is not None
+    assert record.state["outcome"] == "service_stopped"
+    assert record.state["transcript"][0]["text"] == "How can I help?"

@@ -8,6 +8,8 @@ to the contact's timeline. Each of those writes is its own short transaction.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
 from voicecrm.accounts.actor import Actor
@@ -20,6 +22,8 @@ from voicecrm.scenarios.models import Scenario
 from voicecrm.scenarios.ports import HttpClient, LanguageModel
 from voicecrm.scenarios.state import CallState
 from voicecrm.storage import Database
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,21 +69,40 @@ async def run_call(
     call_id, contact_id = state.call_id, state.contact_id
     assert call_id is not None and contact_id is not None
 
-    state = await engine.run(state, answer=answer)
+    try:
+        state = await engine.run(state, answer=answer)
+    except asyncio.CancelledError:
+        # The service is stopping mid-call: the call is over for the caller too, so it
+        # goes on the timeline as such, with what was said, before the task ends.
+        running = engine.state
+        running.outcome = running.outcome or "service_stopped"
+        try:
+            await _record(database, actor, call, running, call_id, status="interrupted")
+        except Exception:
+            log.exception("call %s was cut by a shutdown and could not be recorded", call_id)
+        raise
+    await _record(database, actor, call, state, call_id, status="completed")
+    return CallRun(state=state, call_id=call_id, contact_id=contact_id)
+
+
+async def _record(
+    database: Database, actor: Actor, call: Call, state: CallState, call_id: int, *, status: str
+) -> None:
+    """Save the state; once the call is over, close it on the timeline with its transcript.
+
+    A call the engine ran was answered; how it ended (transfer, hang-up, error) is the
+    state's `outcome`, kept with the call.
+    """
     state.latency.extend(turn.as_dict() for turn in call.latencies if turn.complete)
     async with database.transaction(quick=True) as session:
         await call_log.save_state(session, actor, call_id, state.to_json())
         if state.finished:
-            # A call the engine ran was answered; how it ended (transfer, hang-up,
-            # error) is the state's `outcome`, kept with the call.
             voicemail = state.variables.get("voicemail")
             await call_log.finish_call(
                 session,
                 actor,
                 call_id,
-                status="completed",
+                status=status,
                 transcript=[TranscriptLine.model_validate(line) for line in state.transcript],
                 recording_url=voicemail if isinstance(voicemail, str) and voicemail else None,
             )
-
-    return CallRun(state=state, call_id=call_id, contact_id=contact_id)
