@@ -37,6 +37,7 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
 )
 
+from voicecrm.integrations.openai_errors import KEYLESS_PLACEHOLDER, OpenAIErrorText
 from voicecrm.scenarios.ports import (
     Completion,
     ModelEvent,
@@ -52,8 +53,6 @@ DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_FIRST_TOKEN_TIMEOUT = 5.0
 # Sent to servers that need no key (Ollama, vLLM without --api-key): the client
 # requires one and would otherwise read OPENAI_API_KEY from the environment.
-KEYLESS_PLACEHOLDER = "unused"
-_MAX_SERVER_MESSAGE = 300
 
 _T = TypeVar("_T")
 
@@ -99,7 +98,7 @@ class OpenAILanguageModel:
                 timeout=openai.Timeout(60.0, connect=connect_timeout),
             )
         self._client = client
-        self._secret = client.api_key if client.api_key != KEYLESS_PLACEHOLDER else ""
+        self._errors = OpenAIErrorText(client.api_key)
         self._server = _server_name(str(client.base_url))
         self._closed = False
 
@@ -196,47 +195,14 @@ class OpenAILanguageModel:
         except TimeoutError as err:
             raise ProviderError(f"{where} exceeded {budget}.") from err
         except openai.OpenAIError as err:
-            raise ProviderError(self._error_message(err, where)) from err
+            raise ProviderError(
+                self._errors.describe(err, where, reported="reported an error mid-response")
+            ) from err
         except json.JSONDecodeError as err:
             raise ProviderError(f"{where} sent a malformed stream event.") from err
 
     def _where(self, model: str) -> str:
         return f"The language model at {self._server} (model {model})"
-
-    def _error_message(self, err: openai.OpenAIError, where: str) -> str:
-        if isinstance(err, openai.APITimeoutError):
-            return f"{where} timed out."
-        if isinstance(err, openai.APIConnectionError):
-            cause = type(err.__cause__).__name__ if err.__cause__ else "connection error"
-            return f"{where} could not be reached or dropped the connection ({cause})."
-        if isinstance(err, openai.APIStatusError):
-            hint = {
-                401: " Check the API key.",
-                403: " Check the API key's permissions.",
-                404: " Check the model name and the base URL (usually ending in /v1).",
-                429: " The server is rate limiting or out of quota.",
-            }
-            code = f" ({err.code})" if err.code else ""
-            return (
-                f"{where} refused the request with HTTP {err.status_code}{code}: "
-                f"{self._server_said(err)}{hint.get(err.status_code, '')}"
-            )
-        if isinstance(err, openai.APIError):
-            return f"{where} reported an error mid-response: {self._server_said(err)}"
-        return f"{where} failed: {self._redact(str(err))}"
-
-    def _server_said(self, err: openai.APIError) -> str:
-        message = err.message
-        if isinstance(err.body, dict) and isinstance(err.body.get("message"), str):
-            message = err.body["message"]
-        message = self._redact(message.strip())
-        if len(message) > _MAX_SERVER_MESSAGE:
-            message = message[:_MAX_SERVER_MESSAGE] + "..."
-        return message if message.endswith((".", "!", "?", "...")) else message + "."
-
-    def _redact(self, text: str) -> str:
-        """Servers may echo the key they were sent; it never goes into our messages."""
-        return text.replace(self._secret, "[redacted]") if self._secret else text
 
 
 @dataclass

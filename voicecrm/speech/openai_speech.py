@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import httpx2
 import openai
 
+from voicecrm.integrations.openai_errors import KEYLESS_PLACEHOLDER, OpenAIErrorText
 from voicecrm.voice.ports import PcmAudio, SpeechProviderError, Transcript
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -43,11 +44,9 @@ DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_MAX_RETRIES = 0
 # Sent to servers that need no key: the client requires one and would otherwise
 # read OPENAI_API_KEY from the environment.
-KEYLESS_PLACEHOLDER = "unused"
 # Whisper-style prompts are cut at a couple of hundred tokens; a longer prompt
 # only costs upload time.
 _MAX_PROMPT_CHARS = 800
-_MAX_SERVER_MESSAGE = 300
 
 _T = TypeVar("_T")
 
@@ -92,7 +91,7 @@ class _OpenAIAudioProvider:
                 timeout=openai.Timeout(60.0, connect=self._connect_timeout),
             )
         self._client = client
-        self._secret = client.api_key if client.api_key != KEYLESS_PLACEHOLDER else ""
+        self._errors = OpenAIErrorText(client.api_key)
         self._server = _server_name(str(client.base_url))
         self._closed = False
 
@@ -155,7 +154,7 @@ class _OpenAIAudioProvider:
                 f"{where} did not answer within the {self._timeout:g} s budget {budget}."
             ) from err
         except openai.OpenAIError as err:
-            raise SpeechProviderError(self._error_message(err, where)) from err
+            raise SpeechProviderError(self._errors.describe(err, where)) from err
         except httpx2.TimeoutException as err:
             raise SpeechProviderError(f"{where} timed out {budget}.") from err
         except httpx2.HTTPError as err:
@@ -164,41 +163,6 @@ class _OpenAIAudioProvider:
             raise SpeechProviderError(
                 f"{where} dropped the connection {budget} ({type(err).__name__})."
             ) from err
-
-    def _error_message(self, err: openai.OpenAIError, where: str) -> str:
-        if isinstance(err, openai.APITimeoutError):
-            return f"{where} timed out."
-        if isinstance(err, openai.APIConnectionError):
-            cause = type(err.__cause__).__name__ if err.__cause__ else "connection error"
-            return f"{where} could not be reached or dropped the connection ({cause})."
-        if isinstance(err, openai.APIStatusError):
-            hint = {
-                401: " Check the API key.",
-                403: " Check the API key's permissions.",
-                404: " Check the model name and the base URL (usually ending in /v1).",
-                429: " The server is rate limiting or out of quota.",
-            }
-            code = f" ({err.code})" if err.code else ""
-            return (
-                f"{where} refused the request with HTTP {err.status_code}{code}: "
-                f"{self._server_said(err)}{hint.get(err.status_code, '')}"
-            )
-        if isinstance(err, openai.APIError):
-            return f"{where} reported an error: {self._server_said(err)}"
-        return f"{where} failed: {self._redact(str(err))}"
-
-    def _server_said(self, err: openai.APIError) -> str:
-        message = err.message
-        if isinstance(err.body, dict) and isinstance(err.body.get("message"), str):
-            message = err.body["message"]
-        message = self._redact(message.strip())
-        if len(message) > _MAX_SERVER_MESSAGE:
-            message = message[:_MAX_SERVER_MESSAGE] + "..."
-        return message if message.endswith((".", "!", "?", "...")) else message + "."
-
-    def _redact(self, text: str) -> str:
-        """Servers may echo the key they were sent; it never goes into our messages."""
-        return text.replace(self._secret, "[redacted]") if self._secret else text
 
 
 class OpenAISpeechToText(_OpenAIAudioProvider):
