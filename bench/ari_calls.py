@@ -30,7 +30,6 @@ import contextlib
 import itertools
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -48,7 +47,6 @@ from bench.twilio_streams import (
     ANSWER_SECONDS,
     DIALLED,
     FRAME,
-    SCENARIO,
     SILENT,
     Service,
     caller_speech,
@@ -57,6 +55,7 @@ from bench.twilio_streams import (
     percentile,
     pin,
 )
+from bench.twilio_streams import start_service as start_twilio_bench_service
 from voicecrm.audio.codec import rms, ulaw_to_pcm16
 from voicecrm.telephony.rtp import packet as rtp
 
@@ -319,44 +318,20 @@ class FakeAsterisk:
 
 # ----------------------------------------------------------------- the service
 async def start_service(folder: Path, database_url: str, speech_url: str, ari_url: str) -> Service:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    scenarios = folder / "scenarios"
-    scenarios.mkdir(exist_ok=True)
-    (scenarios / "bench.yaml").write_text(SCENARIO)
-    env = {
-        **os.environ,
-        "VOICECRM_DATABASE_URL": database_url,
-        "VOICECRM_SCENARIOS_DIR": str(scenarios),
-        "VOICECRM_PUBLIC_URL": base,
-        "VOICECRM_LLM_BASE_URL": speech_url,
-        "VOICECRM_STT_PROVIDER": "openai",
-        "VOICECRM_TTS_PROVIDER": "openai",
-        "VOICECRM_LOG_LEVEL": "WARNING",
-        "VOICECRM_ARI_URL": ari_url,
-        "VOICECRM_ARI_USER": USER,
-        "VOICECRM_ARI_PASSWORD": PASSWORD,
-        "VOICECRM_ARI_APP": APP,
-        "VOICECRM_ARI_MEDIA_HOST": "127.0.0.1",
-    }
-    command = [sys.executable, "-m", "voicecrm", "serve", "--port", str(port)]
-    if shutil.which("taskset"):
-        command = ["taskset", "-c", "0", *command]
-    process = await asyncio.create_subprocess_exec(
-        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    """Twilio's bench's service, told to take its calls from this fake Asterisk."""
+    return await start_twilio_bench_service(
+        folder,
+        database_url,
+        speech_url,
+        extra_env={
+            "VOICECRM_ARI_URL": ari_url,
+            "VOICECRM_ARI_USER": USER,
+            "VOICECRM_ARI_PASSWORD": PASSWORD,
+            "VOICECRM_ARI_APP": APP,
+            "VOICECRM_ARI_MEDIA_HOST": "127.0.0.1",
+        },
+        echo=True,
     )
-    assert process.stdout is not None
-    async with asyncio.timeout(120):
-        while b"ready at" not in (line := await process.stdout.readline()):
-            if not line:
-                raise SystemExit("the service did not start")
-
-    async def drain() -> None:  # keep its pipe from filling up; show what it complains of
-        assert process.stdout is not None
-        while line := await process.stdout.readline():
-            sys.stderr.write("  service: " + line.decode(errors="replace"))
-
-    return Service(process, base, asyncio.create_task(drain()))
 
 
 async def stop_service(service: Service) -> None:

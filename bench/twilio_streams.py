@@ -41,7 +41,7 @@ import tempfile
 import time
 import wave
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,7 +157,15 @@ class Service:
         return float("nan")
 
 
-async def start_service(folder: Path, database_url: str, speech_url: str) -> Service:
+async def start_service(
+    folder: Path,
+    database_url: str,
+    speech_url: str,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    echo: bool = False,
+) -> Service:
+    """`voicecrm serve` pinned to CPU 0; `echo` shows its log lines on stderr."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     scenarios = folder / "scenarios"
@@ -173,6 +181,7 @@ async def start_service(folder: Path, database_url: str, speech_url: str) -> Ser
         "VOICECRM_STT_PROVIDER": "openai",
         "VOICECRM_TTS_PROVIDER": "openai",
         "VOICECRM_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     command = [sys.executable, "-m", "voicecrm", "serve", "--port", str(port)]
     if shutil.which("taskset"):
@@ -188,8 +197,9 @@ async def start_service(folder: Path, database_url: str, speech_url: str) -> Ser
 
     async def drain() -> None:  # keep its pipe from filling up
         assert process.stdout is not None
-        while await process.stdout.readline():
-            pass
+        while line := await process.stdout.readline():
+            if echo:
+                sys.stderr.write("  service: " + line.decode(errors="replace"))
 
     return Service(process, base, asyncio.create_task(drain()))
 
