@@ -179,6 +179,12 @@ async def machine_answered(
         )
 
 
+async def record_blocked_call(session: AsyncSession, actor: Actor, call: NewCall) -> CallRecord:
+    """A call refused because the contact is blocked: on the timeline, never answered."""
+    record = await start_call(session, actor, call)
+    return await finish_call(session, actor, record.id, status="blocked", duration_seconds=0)
+
+
 async def note_progress(session: AsyncSession, record: CallRecord, status: str) -> None:
     """A carrier's progress (ringing, in-progress) on a call not yet over; late news of a
     finished call changes nothing."""

@@ -373,7 +373,7 @@ class AriApplication:
         """Refused before it is answered, and on the contact's timeline as blocked."""
         services = self.services
         async with services.database.transaction(quick=True) as session:
-            record = await call_log.start_call(
+            await call_log.record_blocked_call(
                 session,
                 services.actor,
                 NewCall(
@@ -384,9 +384,6 @@ class AriApplication:
                     to_number=info.to_number,
                     contact_id=contact_id,
                 ),
-            )
-            await call_log.finish_call(
-                session, services.actor, record.id, status="blocked", duration_seconds=0
             )
         await self._hang_up(call, "rejected")
 

@@ -298,7 +298,7 @@ async def _reject_blocked(
     session: AsyncSession, services: TwilioServices, info: CallInfo, contact_id: int
 ) -> web.Response:
     """Refused before it is answered, and on the contact's timeline as blocked."""
-    record = await call_log.start_call(
+    await call_log.record_blocked_call(
         session,
         services.actor,
         NewCall(
@@ -309,9 +309,6 @@ async def _reject_blocked(
             to_number=info.to_number,
             contact_id=contact_id,
         ),
-    )
-    await call_log.finish_call(
-        session, services.actor, record.id, status="blocked", duration_seconds=0
     )
     response = VoiceResponse()
     response.reject(reason="rejected")
