@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from voicecrm.audio.codec import ulaw_to_pcm16
-from voicecrm.audio.frames import ULAW_FRAME_BYTES, Framer
+from voicecrm.audio.frames import ULAW_FRAME_BYTES, Framer, frames_for
 from voicecrm.audio.turns import (
     SpeechDiscarded,
     SpeechEnded,
@@ -78,7 +78,7 @@ class Listener:
     def arm(self, seconds: float) -> int:
         """Put a `TimedOut` in the inbox after `seconds` of caller audio; returns its token."""
         self._tokens += 1
-        self._deadline = (self.frames + max(1, round(seconds * 50)), self._tokens)
+        self._deadline = (self.frames + max(1, frames_for(seconds * 1000)), self._tokens)
         return self._tokens
 
     def disarm(self) -> None:
