@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import TeamWorld
+from tests.conftest import TeamWorld, make_team
 from voicecrm.crm import timeline
 from voicecrm.crm.callers import find_unchanged_caller, resolve_caller
 from voicecrm.crm.models import Contact, ContactPhone
@@ -100,8 +100,6 @@ async def test_fifty_concurrent_first_calls_from_one_number_make_one_contact(
 async def test_the_same_number_in_two_teams_is_two_contacts(
     database: Database, world: TeamWorld
 ) -> None:
-    from tests.conftest import make_team
-
     other = await make_team(database, "Other")
     async with database.transaction() as session:
         a = await resolve_caller(session, world.system, "+14155550123")
@@ -109,17 +107,40 @@ async def test_the_same_number_in_two_teams_is_two_contacts(
     assert a.contact.id != b.contact.id
 
 
-async def test_an_unchanged_known_caller_is_found_read_only(
+async def test_an_unchanged_known_caller_is_found_without_a_transaction(
     database: Database, world: TeamWorld
 ) -> None:
-    async with database.transaction(read_only=True) as session:
-        assert await find_unchanged_caller(session, world.system, "+447912345678") is None
+    assert await find_unchanged_caller(database, world.system, "+447912345678") is None
     async with database.transaction() as session:
         created = await resolve_caller(session, world.system, "+447912345678", "Sam Smith")
-    async with database.transaction(read_only=True) as session:
-        same = await find_unchanged_caller(session, world.system, "+44 7912 345678", "Sam Smith")
-        renamed = await find_unchanged_caller(session, world.system, "+447912345678", "Sam S")
-        no_name = await find_unchanged_caller(session, world.system, "+447912345678")
-    assert same is not None and same.contact.id == created.contact.id
+    same = await find_unchanged_caller(database, world.system, "+44 7912 345678", "Sam Smith")
+    renamed = await find_unchanged_caller(database, world.system, "+447912345678", "Sam S")
+    no_name = await find_unchanged_caller(database, world.system, "+447912345678")
+    assert same is not None and same.contact_id == created.contact.id
+    assert not same.blocked
     assert renamed is None  # the caller-ID name changed: resolve_caller must write it
     assert no_name is not None
+
+
+async def test_the_lookup_sees_what_was_committed_after_the_previous_one(
+    database: Database, world: TeamWorld
+) -> None:
+    async with database.transaction() as session:
+        created = await resolve_caller(session, world.system, "+447912345678", "Sam Smith")
+    assert await find_unchanged_caller(database, world.system, "+447912345678", "Sam Smith")
+    async with database.transaction() as session:
+        contact = await session.get(Contact, created.contact.id)
+        assert contact is not None
+        contact.blocked = True
+        await resolve_caller(session, world.system, "+447912345678", "Samantha Smith")
+    before_rename = await find_unchanged_caller(
+        database, world.system, "+447912345678", "Sam Smith"
+    )
+    after_rename = await find_unchanged_caller(
+        database, world.system, "+447912345678", "Samantha Smith"
+    )
+    other = await make_team(database, "Other")
+    other_team = await find_unchanged_caller(database, other.system, "+447912345678")
+    assert before_rename is None
+    assert after_rename is not None and after_rename.blocked
+    assert other_team is None

@@ -47,15 +47,15 @@ class ScenarioCRM:
     async def ensure_caller(self, info: CallInfo) -> tuple[int, bool]:
         """The caller's contact id and whether it is blocked, in one lookup.
 
-        A known caller with nothing to refresh is answered from a read-only transaction.
+        A known caller with nothing to refresh is answered by one SELECT, outside any
+        transaction (`find_unchanged_caller`).
         """
         try:
-            async with self.database.transaction(read_only=True, quick=True) as session:
-                known = await find_unchanged_caller(
-                    session, self.actor, info.from_number, info.caller_name
-                )
+            known = await find_unchanged_caller(
+                self.database, self.actor, info.from_number, info.caller_name
+            )
             if known is not None:
-                return known.contact.id, known.contact.blocked
+                return known.contact_id, known.blocked
         except InvalidPhoneNumber:
             pass
         async with self.database.transaction(quick=True) as session:

@@ -30,7 +30,8 @@ benchmark measured p99 fall from about 350 ms to about 25 ms.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -45,7 +46,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.util.concurrency import await_only
 
-from voicecrm.storage.sqlite_inline import BUSY_TIMEOUT_MS, creator
+from voicecrm.storage.point_read import PointRead
+from voicecrm.storage.sqlite_inline import BUSY_TIMEOUT_MS, creator, open_reader
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _READ_ONLY = "voicecrm_read_only"
@@ -115,10 +117,13 @@ class Database:
 
         self.engine = create_async_engine(url, **kwargs)
         self.quick_engine = self.engine
+        self._sqlite_path: str | None = None
+        self._point_reader: sqlite3.Connection | None = None
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
             path = make_url(url).database
             if path and path != ":memory:":
+                self._sqlite_path = path
                 self.quick_engine = create_async_engine(url, async_creator=creator(path), **kwargs)
                 _configure_sqlite(self.quick_engine, on_loop_thread=True)
         self._write_queue = asyncio.Lock() if self.dialect == "sqlite" else None
@@ -172,6 +177,33 @@ class Database:
             finally:
                 self._writer = None
 
+    async def point_read(
+        self, query: PointRead, values: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """The one row `query` finds, or None, read outside any transaction or session.
+
+        For the lookups every call waits on (see `point_read`): on SQLite a read-only
+        connection on the loop's thread, on PostgreSQL one round trip on a pooled
+        connection. The row is raw driver values, in the statement's column order.
+        """
+        if self._sqlite_path is not None:
+            if self._point_reader is None:
+                self._point_reader = open_reader(self._sqlite_path)
+            sql, arguments = query.arguments(self.engine.dialect, values)
+            row = self._point_reader.execute(sql, arguments).fetchone()
+            return None if row is None else tuple(row)
+        if self.dialect == "postgresql":
+            sql, arguments = query.arguments(self.engine.dialect, values)
+            async with self.engine.connect() as connection:
+                raw = await connection.get_raw_connection()
+                record = await raw.driver_connection.fetchrow(sql, *arguments)  # type: ignore[union-attr]
+            return None if record is None else tuple(record)
+        # An in-memory SQLite database exists only inside the engine's own connection.
+        async with self.engine.connect() as connection:
+            result = await connection.execute(query.statement, dict(values))
+            found = result.first()
+        return None if found is None else tuple(found)
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session whose owner commits explicitly (long jobs that commit in batches)."""
@@ -184,6 +216,9 @@ class Database:
         return make_url(url).render_as_string(hide_password=True)
 
     async def close(self) -> None:
+        if self._point_reader is not None:
+            self._point_reader.close()
+            self._point_reader = None
         await self.engine.dispose()
         if self.quick_engine is not self.engine:
             await self.quick_engine.dispose()

@@ -177,3 +177,20 @@ def creator(path: str) -> Callable[[], Any]:
         return InlineConnection(connection)
 
     return connect
+
+
+def open_reader(path: str) -> sqlite3.Connection:
+    """A read-only connection for `Database.point_read`, used on the loop's thread.
+
+    Autocommit, so each SELECT is its own read transaction and never holds a
+    snapshot open between calls; `query_only` makes a stray write an error.
+    """
+    connection = sqlite3.connect(
+        path,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        check_same_thread=False,
+        uri=path.startswith("file:"),
+        isolation_level=None,
+    )
+    connection.execute("PRAGMA query_only=ON")
+    return connection
