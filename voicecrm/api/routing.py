@@ -82,6 +82,11 @@ class Route:
     status: int = 200
     auth: bool = True
     read_only: bool = False
+    # A promise that the handler runs a few indexed statements of bounded size (a
+    # token, a contact, one timeline page): on SQLite the transaction then runs on the
+    # loop's thread (`Database.transaction(quick=True)`) instead of making a dozen
+    # trips to aiosqlite's worker thread. Never for searches, exports or bulk work.
+    quick: bool = False
     admin_only: bool = False
     # Non-JSON bodies and responses, for OpenAPI: {"text/csv": schema}.
     request_content: dict[str, Any] | None = None

@@ -60,7 +60,7 @@ def wrap(
             return failed.response
         stale_token: int | None = None
         read_only = route.read_only or route.own_transaction
-        async with database.transaction(read_only=read_only) as session:
+        async with database.transaction(read_only=read_only, quick=route.quick) as session:
             ctx = Ctx(request=request, session=session, body_model=body, query_model=query)
             if secret is not None:
                 auth = await accounts.authenticate(session, secret)

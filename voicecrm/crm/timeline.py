@@ -194,8 +194,32 @@ def _newest_ids(
 
 
 @dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One event as read back. Events are never changed once written, so a page is
+    read as plain rows: no ORM identity map, no change tracking, about a third of
+    the cost of loading `TimelineEvent` objects."""
+
+    id: int
+    contact_id: int
+    kind: str
+    occurred_at: datetime
+    actor_user_id: int | None
+    data: dict[str, Any]
+
+
+_ENTRY_COLUMNS = (
+    TimelineEvent.id,
+    TimelineEvent.contact_id,
+    TimelineEvent.kind,
+    TimelineEvent.occurred_at,
+    TimelineEvent.actor_user_id,
+    TimelineEvent.data,
+)
+
+
+@dataclass(frozen=True, slots=True)
 class TimelinePage:
-    events: list[TimelineEvent]
+    events: list[TimelineEntry]
     next_cursor: str | None
 
 
@@ -242,7 +266,8 @@ async def page(
         ids = _newest_ids(contact_id, before, wanted)
     # Ids first, rows second: PostgreSQL then reads the page from the contact's index
     # instead of walking the primary key backwards past other contacts' newer events.
-    query = select(TimelineEvent).where(TimelineEvent.id.in_(ids))
-    rows = list(await session.scalars(query.order_by(TimelineEvent.id.desc())))
+    query = select(*_ENTRY_COLUMNS).where(TimelineEvent.id.in_(ids))
+    result = await session.execute(query.order_by(TimelineEvent.id.desc()))
+    rows = [TimelineEntry(*row) for row in result]
     next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
     return TimelinePage(events=rows[:limit], next_cursor=next_cursor)

@@ -47,5 +47,6 @@ ROUTES = [
         query=TimelineQuery,
         response=TimelinePage,
         read_only=True,
+        quick=True,
     ),
 ]
