@@ -3,8 +3,10 @@
 For each request the wrapper parses and validates the input first (no database
 work for a malformed request), then opens one transaction, authenticates the
 bearer token in it, runs the handler and commits; any error rolls the whole
-request back. Read-only routes run in read-only transactions. Routes declared
-`own_transaction` (long jobs) authenticate first, then commit their own batches.
+request back. A transaction that PostgreSQL aborted to break a deadlock is run
+again from the start (`Database.run`). Read-only routes run in read-only
+transactions. Routes declared `own_transaction` (long jobs) authenticate first,
+then commit their own batches.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicecrm.accounts import service as accounts
 from voicecrm.api.openapi import openapi_document
@@ -59,8 +62,9 @@ def wrap(
         except _ValidationFailed as failed:
             return failed.response
         stale_token: int | None = None
-        read_only = route.read_only or route.own_transaction
-        async with database.transaction(read_only=read_only, quick=route.quick) as session:
+
+        async def open_ctx(session: AsyncSession) -> Ctx:
+            nonlocal stale_token
             ctx = Ctx(request=request, session=session, body_model=body, query_model=query)
             if secret is not None:
                 auth = await accounts.authenticate(session, secret)
@@ -68,12 +72,22 @@ def wrap(
                 stale_token = auth.token_id if auth.needs_touch else None
                 if route.admin_only:
                     auth.actor.require_admin()
-            if not route.own_transaction:
-                response = to_response(route, await route.handler(ctx))
+            return ctx
+
         if route.own_transaction:
+            ctx = await database.run(open_ctx, read_only=True)
             async with database.session() as session:
                 ctx.session, ctx.database = session, database
                 response = to_response(route, await route.handler(ctx))
+        else:
+
+            async def unit_of_work(session: AsyncSession) -> web.StreamResponse:
+                return to_response(route, await route.handler(await open_ctx(session)))
+
+            # Run again from the start if PostgreSQL aborted it to break a deadlock.
+            response = await database.run(
+                unit_of_work, read_only=route.read_only, quick=route.quick
+            )
         if stale_token is not None:
             async with database.transaction() as session:
                 await accounts.touch_token(session, stale_token)

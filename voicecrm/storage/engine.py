@@ -30,14 +30,15 @@ benchmark measured p99 fall from about 350 ms to about 25 ms.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -51,6 +52,20 @@ from voicecrm.storage.sqlite_inline import BUSY_TIMEOUT_MS, creator, open_reader
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _READ_ONLY = "voicecrm_read_only"
+# PostgreSQL aborts one transaction of a deadlock (40P01) or of a serialization
+# conflict (40001) and expects the application to run it again.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+TRANSACTION_ATTEMPTS = 3
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def is_transient_conflict(error: BaseException) -> bool:
+    """Whether the database aborted the transaction only to break a conflict with another."""
+    return isinstance(error, DBAPIError) and (
+        getattr(error.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+    )
 
 
 def is_sqlite(url: str) -> bool:
@@ -176,6 +191,36 @@ class Database:
                     yield session
             finally:
                 self._writer = None
+
+    async def run(
+        self,
+        work: Callable[[AsyncSession], Awaitable[T]],
+        *,
+        read_only: bool = False,
+        quick: bool = False,
+        attempts: int = TRANSACTION_ATTEMPTS,
+    ) -> T:
+        """`work` in one transaction, run again from the start if the database aborted
+        it to break a deadlock or a serialization conflict.
+
+        Row locks taken in different orders by two unrelated operations (a merge that
+        locks contacts and then a stage, a stage removal that locks the stage and then
+        its contacts) can deadlock on PostgreSQL; it then aborts one of them, and the
+        right answer is to run that one again, after the other has committed. `work`
+        must therefore do nothing but database work, or nothing it would regret
+        repeating.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.transaction(read_only=read_only, quick=quick) as session:
+                    return await work(session)
+            except DBAPIError as error:
+                if attempt == attempts or not is_transient_conflict(error):
+                    raise
+                log.info(
+                    "transaction aborted by a conflict (attempt %d), running it again", attempt
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def point_read(
         self, query: PointRead, values: Mapping[str, Any]
