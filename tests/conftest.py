@@ -67,6 +67,11 @@ async def _truncate(database: Database) -> None:
         await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
+# For behaviour the database engine cannot change (a CLI's argument and file errors,
+# a refusal before anything is stored): run it once, on SQLite, to keep the suite fast.
+engine_independent = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":

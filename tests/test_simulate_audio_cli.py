@@ -10,6 +10,7 @@ from __future__ import annotations
 import wave
 from pathlib import Path
 
+from tests.conftest import engine_independent
 from tests.speech_audio import needs_espeak
 from tests.test_simulate_cli import only_contact, simulate
 from voicecrm.storage import Database
@@ -70,6 +71,7 @@ async def test_a_spoken_name_is_recognised_offline_and_the_answer_is_recorded(
     assert contact.name == "Unknown Caller"
 
 
+@engine_independent
 async def test_a_missing_or_broken_wav_is_a_clear_error(database: Database, tmp_path: Path) -> None:
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF nonsense")

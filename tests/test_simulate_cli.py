@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from tests.conftest import engine_independent
 from tests.fakes.openai_server import FakeOpenAI, Reply, openai_server
 from voicecrm.crm import timeline
 from voicecrm.crm.models import Contact, Note, Task
@@ -169,6 +170,7 @@ async def test_without_a_model_the_front_desk_offers_voicemail(database: Databas
     assert "our assistant is not available right now" in output
 
 
+@engine_independent
 async def test_an_unknown_scenario_is_a_clear_error(database: Database) -> None:
     status, output = await simulate(database, "nope", "--script", "/dev/null")
     assert status == 2

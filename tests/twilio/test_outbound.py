@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from tests.conftest import TeamWorld
+from tests.conftest import TeamWorld, engine_independent
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.twilio_media import TwilioCarrier
 from tests.fakes.twilio_rest import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioRest, twilio_rest
@@ -502,6 +502,7 @@ async def test_the_cli_places_a_call_and_prints_both_ids(
     assert AUTH_TOKEN not in output
 
 
+@engine_independent
 async def test_the_cli_says_what_to_set_when_twilio_is_not_configured(
     settings: Settings, twilio_rest: FakeTwilioRest, database: Database, world: TeamWorld
 ) -> None:
@@ -521,6 +522,7 @@ async def test_the_cli_says_what_to_set_when_twilio_is_not_configured(
     assert twilio_rest.calls == []
 
 
+@engine_independent
 async def test_the_cli_reports_twilios_refusal_and_bad_numbers(
     settings: Settings, twilio_rest: FakeTwilioRest, database: Database, world: TeamWorld
 ) -> None:
