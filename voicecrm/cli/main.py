@@ -1,6 +1,7 @@
 """`voicecrm`: the command line entry point.
 
-Each subcommand reads the settings once, opens what it needs, and closes it.
+Each subcommand reads the settings once, opens what it needs, and closes it;
+it also imports only what it needs, so that small commands start quickly.
 Errors the user can fix are printed as one line on stderr with exit status 2;
 nothing is half-written, because every command runs in one transaction or in
 batches that each commit whole.
@@ -13,18 +14,18 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from voicecrm import __version__
 from voicecrm.accounts import service as accounts
 from voicecrm.accounts.actor import Role
-from voicecrm.app import FirstStart, build_app
 from voicecrm.config import Settings
 from voicecrm.errors import VoiceCRMError
 from voicecrm.storage import Database
 from voicecrm.storage.migrate import current_revision, head_revision, upgrade
+
+if TYPE_CHECKING:
+    from voicecrm.app import FirstStart
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -39,6 +40,12 @@ def _print_first_start(first: FirstStart) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the whole service (web API, carriers, language model client) takes
+    # seconds to import, which `voicecrm users list` and friends should not pay.
+    from aiohttp import web
+
+    from voicecrm.app import build_app
+
     if args.host:
         settings = settings.model_copy(update={"host": args.host})
     if args.port is not None:
