@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy import Select, insert, select, union_all
+from sqlalchemy import Select, Table, bindparam, insert, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicecrm.accounts.actor import Actor
@@ -182,15 +182,24 @@ async def append_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
         await session.execute(insert(TimelineEvent), list(rows))
 
 
+_EVENTS = cast(Table, TimelineEvent.__table__)
+
+
 def _newest_ids(
-    contact_id: int, before: int | None, limit: int, kind: str | None = None
+    contact_id: Any, before: Any | None, limit: Any, kind: str | None = None
 ) -> Select[Any]:
-    query = select(TimelineEvent.id).where(TimelineEvent.contact_id == contact_id)
+    query = select(_EVENTS.c.id).where(_EVENTS.c.contact_id == contact_id)
     if kind is not None:
-        query = query.where(TimelineEvent.kind == kind)
+        query = query.where(_EVENTS.c.kind == kind)
     if before is not None:
-        query = query.where(TimelineEvent.id < before)
-    return query.order_by(TimelineEvent.id.desc()).limit(limit)
+        query = query.where(_EVENTS.c.id < before)
+    return query.order_by(_EVENTS.c.id.desc()).limit(limit)
+
+
+def _rows_of(ids: Select[Any]) -> Select[Any]:
+    # Ids first, rows second: PostgreSQL then reads the page from the contact's index
+    # instead of walking the primary key backwards past other contacts' newer events.
+    return select(*_ENTRY_COLUMNS).where(_EVENTS.c.id.in_(ids)).order_by(_EVENTS.c.id.desc())
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,14 +216,14 @@ class TimelineEntry:
     data: dict[str, Any]
 
 
-_ENTRY_COLUMNS = (
-    TimelineEvent.id,
-    TimelineEvent.contact_id,
-    TimelineEvent.kind,
-    TimelineEvent.occurred_at,
-    TimelineEvent.actor_user_id,
-    TimelineEvent.data,
+# Table columns, not the mapped class's: a Core statement skips the ORM's loading.
+_ENTRY_COLUMNS = tuple(
+    _EVENTS.c[name] for name in ("id", "contact_id", "kind", "occurred_at", "actor_user_id", "data")
 )
+# The unfiltered pages, the ones every contact view and call asks for, are built once:
+# building a statement costs more than PostgreSQL takes to run it.
+_NEWEST = _rows_of(_newest_ids(bindparam("contact_id"), None, bindparam("wanted")))
+_OLDER = _rows_of(_newest_ids(bindparam("contact_id"), bindparam("before"), bindparam("wanted")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +261,6 @@ async def page(
         data_model(kind)
     before = _decode_cursor(cursor)
     wanted = limit + 1
-    ids: Select[Any]
     if kinds:
         # One index range per kind, merged: `kind IN (...) ORDER BY id` would walk the
         # contact's whole history looking for a rare kind.
@@ -262,12 +270,14 @@ async def page(
         ]
         merged = union_all(*(select(part.c.id) for part in parts)).subquery()
         ids = select(merged.c.id).order_by(merged.c.id.desc()).limit(wanted)
+        result = await session.execute(_rows_of(ids))
     else:
-        ids = _newest_ids(contact_id, before, wanted)
-    # Ids first, rows second: PostgreSQL then reads the page from the contact's index
-    # instead of walking the primary key backwards past other contacts' newer events.
-    query = select(*_ENTRY_COLUMNS).where(TimelineEvent.id.in_(ids))
-    result = await session.execute(query.order_by(TimelineEvent.id.desc()))
+        statement, values = (
+            (_NEWEST, {"contact_id": contact_id, "wanted": wanted})
+            if before is None
+            else (_OLDER, {"contact_id": contact_id, "wanted": wanted, "before": before})
+        )
+        result = await session.execute(statement, values)
     rows = [TimelineEntry(*row) for row in result]
     next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
     return TimelinePage(events=rows[:limit], next_cursor=next_cursor)
