@@ -42,6 +42,7 @@ from voicecrm.speech.factory import speech_to_text, text_to_speech
 from voicecrm.storage import Database
 from voicecrm.storage.migrate import upgrade
 from voicecrm.telephony.ari import AriClient, AriEvents
+from voicecrm.telephony.ari.dialling import check_dial_template
 from voicecrm.telephony.ari.stasis import AriApplication, AriServices
 from voicecrm.telephony.twilio import media_stream as twilio_media
 from voicecrm.telephony.twilio import webhooks as twilio_webhooks
@@ -283,6 +284,9 @@ def build_app(
             return
         shared = app[CALL_RESOURCES]
         password = settings.ari_password.get_secret_value()
+        dial_template = settings.ari_dial_template
+        if dial_template is not None:
+            check_dial_template(dial_template)  # refuses to start on one that cannot dial
         async with aiohttp.ClientSession() as session:
             client = AriClient(
                 settings.ari_url, settings.ari_user, password, settings.ari_app, session
@@ -305,6 +309,7 @@ def build_app(
                 client,
                 events,
                 media_host=settings.ari_media_host,
+                dial_template=dial_template,
             )
             app[ARI] = application
             application.start()

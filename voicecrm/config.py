@@ -119,6 +119,13 @@ class Settings(BaseModel):
         description="Address Asterisk sends a call's RTP to (ExternalMedia external_host); "
         "the service listens for it there.",
     )
+    ari_dial_template: str | None = Field(
+        None,
+        description="How Asterisk dials a number, {number} standing for it "
+        "(PJSIP/{number}@trunk): transfers then dial and bridge the target themselves, and "
+        "`voicecrm call` can place calls through Asterisk. Unset: transfers continue in the "
+        "dialplan at the target extension.",
+    )
     stt_provider: Literal["auto", "openai", "offline"] = Field(
         "auto",
         description="Speech-to-text for audio calls: openai (the LLM server's transcription "

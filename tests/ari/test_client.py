@@ -231,6 +231,7 @@ async def test_a_hung_up_channel_raises_channel_gone_with_asterisks_message(
 async def test_a_channel_outside_stasis_raises_conflict(
     fake_asterisk: FakeAsterisk, ari: AriClient
 ) -> None:
+    fake_asterisk.dial_outcome = "ring"
     channel = await ari.originate("PJSIP/1001")  # not answered: not in Stasis yet
 
     with pytest.raises(AriConflict) as conflict:

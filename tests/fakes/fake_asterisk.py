@@ -15,7 +15,15 @@ far end with `inject_call` (StasisStart for a new caller), `press` (DTMF),
 `finish_playback`, `emit` (any event), and `drop_event_sockets` (to test
 reconnection); `requests` records every REST request as received, and
 `fail_next` makes the next one fail with any status, and `wait_request`
-waits for one to arrive.
+waits for one to arrive (`wait_until` for any condition on the fake's state).
+
+Originate (`POST /channels` with `app`) behaves as the reference's section 4
+says: the application is subscribed to the new channel at once, progress
+(`Dial` RINGING, `ChannelStateChange` Ringing) comes first, and StasisStart
+with the `appArgs` only on answer; a channel never answered ends with
+`ChannelDestroyed` and no StasisStart. `dial_outcome` says what the dialled
+phone does: "answer" at once, "busy" (Dial BUSY, ChannelDestroyed cause 17),
+or "ring" until hung up (or until `answer_originated`).
 
 An RTP ExternalMedia channel comes with a small RTP peer (`RtpPeer`): a UDP
 socket that, as Asterisk does, streams 20 ms PCMU frames to `external_host`
@@ -204,6 +212,9 @@ class FakeAsterisk:
         self.base_url = ""  # http://127.0.0.1:PORT, set by the fixture
         self.channels: dict[str, Json] = {}
         self.in_stasis: dict[str, str] = {}  # channel id -> application
+        self.subscribed: dict[str, str] = {}  # originated, not yet in Stasis -> application
+        self.originate_args: dict[str, list[str]] = {}  # originated channel id -> appArgs
+        self.dial_outcome = "answer"  # what the next originated channel does: answer/busy/ring
         self.variables: dict[str, dict[str, str]] = {}
         self.bridges: dict[str, Json] = {}
         self.playbacks: dict[str, Json] = {}
@@ -212,6 +223,7 @@ class FakeAsterisk:
         self.failures: deque[AriFailure] = deque()
         self.sockets: dict[web.WebSocketResponse, frozenset[str]] = {}
         self.connections = 0  # event sockets ever accepted
+        self.events_sent = 0  # events sent on any socket: what a listener has to catch up with
         self.caller_script: list[CallerPart] = [30.0]  # what the next media peer's caller says
         self.media_peers: dict[str, RtpPeer] = {}  # by ExternalMedia channel id, while it lives
         self.peers: list[RtpPeer] = []  # every one ever started
@@ -274,6 +286,28 @@ class FakeAsterisk:
         assert request is not None
         return request
 
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Returns once `condition` holds; checked after every request and state change."""
+        async with self._changed:
+            await self._changed.wait_for(condition)
+
+    async def answer_originated(self, channel_id: str) -> None:
+        """The dialled phone picks up: state Up, then StasisStart with the appArgs."""
+        channel = self.channels[channel_id]
+        application = self.subscribed.pop(channel_id)
+        channel["state"] = "Up"
+        await self.emit({"type": "ChannelStateChange", "channel": channel}, application)
+        self.in_stasis[channel_id] = application
+        await self.emit(
+            {
+                "type": "StasisStart",
+                "args": self.originate_args.get(channel_id, []),
+                "channel": channel,
+            },
+            application,
+        )
+        await self._notify()
+
     async def wait_peer(self, count: int = 1) -> RtpPeer:
         """Returns the `count`th media peer, once an ExternalMedia request started it."""
         async with self._changed:
@@ -305,6 +339,7 @@ class FakeAsterisk:
         for ws, apps in list(self.sockets.items()):
             if application in apps and not ws.closed:
                 await ws.send_json(message)
+                self.events_sent += 1
 
     async def inject_call(
         self,
@@ -396,22 +431,31 @@ class FakeAsterisk:
             raise AriFailure(409, "Channel not in Stasis application")
         return channel
 
+    def _application(self, channel_id: str) -> str:
+        return self.in_stasis.get(channel_id) or self.subscribed.get(channel_id) or APP
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
     async def _emit_for(self, channel_id: str, event: Json) -> None:
         channel = self.channels[channel_id]
-        await self.emit({**event, "channel": channel}, self.in_stasis.get(channel_id, APP))
+        await self.emit({**event, "channel": channel}, self._application(channel_id))
 
     async def _destroy(self, channel_id: str, cause: int) -> None:
         channel = self.channels.pop(channel_id, None)
         if channel is None:
             return
-        application = self.in_stasis.pop(channel_id, APP)
+        in_stasis = self.in_stasis.pop(channel_id, None)
+        application = in_stasis or self.subscribed.pop(channel_id, None) or APP
         peer = self.media_peers.pop(channel_id, None)
         if peer is not None:
             await peer.aclose()
         for bridge in self.bridges.values():
             if channel_id in bridge["channels"]:
                 bridge["channels"].remove(channel_id)
-        await self.emit({"type": "StasisEnd", "channel": channel}, application)
+        if in_stasis is not None or channel_id not in self.originate_args:
+            await self.emit({"type": "StasisEnd", "channel": channel}, application)
         await self.emit(
             {
                 "type": "ChannelDestroyed",
@@ -421,6 +465,7 @@ class FakeAsterisk:
             },
             application,
         )
+        await self._notify()
 
     async def _get_channel(self, request: web.Request) -> web.Response:
         return web.json_response(self._channel(request, stasis=False))
@@ -555,6 +600,9 @@ class FakeAsterisk:
         channel_id = request.query.get("channelId")
         if channel_id and channel_id in self.channels:
             raise AriFailure(409, "Channel with given unique ID already exists")
+        application = request.query.get("app", "")
+        if not application and not request.query.get("extension"):
+            raise AriFailure(400, "Application or extension must be specified")
         body = request.get(BODY)
         variables = body.get("variables") if isinstance(body, dict) else None
         channel = self._new_channel(
@@ -564,7 +612,25 @@ class FakeAsterisk:
             caller_number=request.query.get("callerId", ""),
         )
         self.variables[channel["id"]].update(variables or {})
-        return web.json_response(channel)
+        answer = web.json_response(channel)
+        if not application:
+            return answer  # into the dialplan: nothing more this fake models
+        new_id = str(channel["id"])
+        self.subscribed[new_id] = application
+        self.originate_args[new_id] = [a for a in request.query.get("appArgs", "").split(",") if a]
+        outcome = self.dial_outcome
+        dial: Json = {"type": "Dial", "peer": channel, "dialstring": endpoint}
+        if outcome == "busy":
+            await self.emit({**dial, "dialstatus": "BUSY"}, application)
+            await self._destroy(new_id, HANGUP_CAUSES["busy"])
+            return answer
+        await self.emit({**dial, "dialstatus": "RINGING"}, application)
+        channel["state"] = "Ringing"
+        await self.emit({"type": "ChannelStateChange", "channel": channel}, application)
+        if outcome == "answer":
+            await self.emit({**dial, "dialstatus": "ANSWER"}, application)
+            await self.answer_originated(new_id)
+        return answer
 
     async def _external_media(self, request: web.Request) -> web.Response:
         query = request.query
@@ -643,6 +709,9 @@ class FakeAsterisk:
             raise AriFailure(400, "Channel not found")
         if any(i not in self.in_stasis for i in ids):
             raise AriFailure(422, "Channel not in Stasis application")
+        for other in self.bridges.values():  # a channel is in one bridge at a time
+            if other is not bridge:
+                other["channels"] = [i for i in other["channels"] if i not in ids]
         bridge["channels"].extend(i for i in ids if i not in bridge["channels"])
         return web.Response(status=204)
 
@@ -744,6 +813,8 @@ class FakeAsterisk:
             return await handler(request)
         except AriFailure as failure:
             return web.json_response({"message": failure.message}, status=failure.status)
+        finally:
+            await self._notify()  # the state changed: wake `wait_until`
 
 
 AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]

@@ -1,11 +1,13 @@
-"""`voicecrm call`: place one call through Twilio, the way the dialer will place many.
+"""`voicecrm call`: place one call through Twilio or Asterisk, the way the dialer will.
 
-The call is placed from this process, but answered by the running service:
-Twilio fetches the scenario's first words from the service's voice webhook
-(`VOICECRM_PUBLIC_URL`) and reports the call's progress there. So the command
+The call is placed from this process, but answered by the running service.
+Through Twilio, Twilio fetches the scenario's first words from the service's
+voice webhook (`VOICECRM_PUBLIC_URL`) and reports the call's progress there;
+through Asterisk, the originated channel enters the service's Stasis
+application, which runs the scenario once the callee answers. So the command
 checks the settings before touching anything, opens the call's row in the
 service's database, and prints the two ids a person needs to follow the
-call: Twilio's CallSid and the CRM's call id.
+call: the carrier's (Twilio's CallSid, Asterisk's channel id) and the CRM's.
 """
 
 from __future__ import annotations
@@ -24,17 +26,44 @@ from voicecrm.errors import VoiceCRMError
 from voicecrm.scenarios.library import ScenarioRegistry
 from voicecrm.storage import Database
 from voicecrm.storage.migrate import upgrade
-from voicecrm.telephony.twilio.outbound import check_configured
+from voicecrm.telephony.ari import AriClient
+from voicecrm.telephony.ari.outbound import AriOutbound
+from voicecrm.telephony.ari.outbound import check_configured as check_asterisk
+from voicecrm.telephony.twilio.outbound import check_configured as check_twilio
+
+TWILIO, ASTERISK = "twilio", "asterisk"
+
+
+def carrier(choice: str | None, settings: Settings) -> str:
+    """The carrier asked for; else Twilio when its account is configured, Asterisk when
+    a dial template is (and ARI with it), and Twilio otherwise, whose error names what
+    to set."""
+    if choice:
+        return choice
+    if settings.twilio_account_sid:
+        return TWILIO
+    if settings.ari_url and settings.ari_dial_template:
+        return ASTERISK
+    return TWILIO
 
 
 def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
     """Settings, the number and the scenario files are checked before the loop starts."""
-    token = settings.twilio_auth_token
-    check_configured(
-        settings.twilio_account_sid,
-        token.get_secret_value() if token else None,
-        settings.public_url,
-    )
+    via = carrier(args.carrier, settings)
+    if via == ASTERISK:
+        password = settings.ari_password
+        check_asterisk(
+            settings.ari_url,
+            password.get_secret_value() if password else None,
+            settings.ari_dial_template,
+        )
+    else:
+        token = settings.twilio_auth_token
+        check_twilio(
+            settings.twilio_account_sid,
+            token.get_secret_value() if token else None,
+            settings.public_url,
+        )
     request = OutboundRequest(
         to=args.to,
         scenario=args.scenario,
@@ -45,14 +74,17 @@ def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
     registry = ScenarioRegistry([Path(args.scenarios or settings.scenarios_dir)])
     registry.reload()
     registry.library.get(request.scenario)
-    placed = asyncio.run(_place(settings, registry, request))
-    print(f"call placed: CallSid {placed.carrier_call_id} ({placed.status})")
+    placed = asyncio.run(_place(settings, registry, request, via))
+    if via == ASTERISK:
+        print(f"call placed: Asterisk channel {placed.carrier_call_id} ({placed.status})")
+    else:
+        print(f"call placed: CallSid {placed.carrier_call_id} ({placed.status})")
     print(f"CRM call id: {placed.call_id}")
     return 0
 
 
 async def _place(
-    settings: Settings, registry: ScenarioRegistry, request: OutboundRequest
+    settings: Settings, registry: ScenarioRegistry, request: OutboundRequest, via: str
 ) -> PlacedCall:
     database = Database(settings.database_url)
     try:
@@ -61,12 +93,12 @@ async def _place(
             team = await accounts.first_team(session)
         if team is None:
             raise VoiceCRMError(
-                "no team yet: start the service first (voicecrm serve); it answers the "
-                "call's webhooks"
+                "no team yet: start the service first (voicecrm serve); it answers the call"
             )
-        outbound = twilio_outbound(
-            settings, database, Actor.system(accounts.team_settings(team)), registry
-        )
+        actor = Actor.system(accounts.team_settings(team))
+        if via == ASTERISK:
+            return await _place_through_asterisk(settings, database, actor, registry, request)
+        outbound = twilio_outbound(settings, database, actor, registry)
         try:
             return await outbound.place(request)
         finally:
@@ -75,23 +107,48 @@ async def _place(
         await database.close()
 
 
+async def _place_through_asterisk(
+    settings: Settings,
+    database: Database,
+    actor: Actor,
+    registry: ScenarioRegistry,
+    request: OutboundRequest,
+) -> PlacedCall:
+    assert settings.ari_url and settings.ari_password and settings.ari_dial_template
+    async with AriClient(
+        settings.ari_url,
+        settings.ari_user,
+        settings.ari_password.get_secret_value(),
+        settings.ari_app,
+    ) as client:
+        outbound = AriOutbound(database, actor, registry, client, settings.ari_dial_template)
+        return await outbound.place(request)
+
+
 def register(sub: Any) -> None:
     call = sub.add_parser(
         "call",
-        help="place a call through Twilio; the running service answers its webhooks",
+        help="place a call through Twilio or Asterisk; the running service answers it",
     )
     call.add_argument("to", help="the number to call, E.164 (+14155550123)")
     call.add_argument("--scenario", required=True, help="the scenario the call runs")
     call.add_argument(
+        "--carrier",
+        choices=(TWILIO, ASTERISK),
+        help="who places the call (default: twilio when VOICECRM_TWILIO_ACCOUNT_SID is set, "
+        "else asterisk when VOICECRM_ARI_URL and VOICECRM_ARI_DIAL_TEMPLATE are)",
+    )
+    call.add_argument(
         "--from",
         dest="from_number",
-        help="caller ID, E.164 (default: the scenario's number, else VOICECRM_TWILIO_FROM_NUMBER)",
+        help="caller ID, E.164 (default: the scenario's number, else "
+        "VOICECRM_TWILIO_FROM_NUMBER on Twilio, the trunk's own on Asterisk)",
     )
     call.add_argument(
         "--amd",
         action="store_true",
-        help="answering machine detection: a machine is hung up on unless the scenario's "
-        "outbound.on_machine is continue",
+        help="answering machine detection (Twilio only): a machine is hung up on unless the "
+        "scenario's outbound.on_machine is continue",
     )
     call.add_argument("--contact", type=int, help="the contact being called (default: by number)")
     call.add_argument("--scenarios", help="scenario folder (VOICECRM_SCENARIOS_DIR)")

@@ -5,6 +5,16 @@ the rest. Each turns "the caller's channel is gone" (`ChannelGone`, or the
 call's own record that the caller left) into `CallEnded`, which is what the
 voice call and the engine already understand as the caller hanging up, so an
 ARI refusal mid-call ends that call instead of surfacing as an error.
+
+A transfer either hands the caller back to the dialplan (no dial template is
+configured, or the target is written `dialplan:EXTEN`), or dials the target
+itself and bridges: originate into this Stasis application, wait for the
+answer within the scenario's ring timeout, then one mixing bridge with the
+caller and the target, the caller taken out of the receptionist's media
+bridge. Busy, no answer or a refusal hang the dialled channel up and return
+that outcome, so the scenario takes its no-answer path with the receptionist
+still on the line. After a bridged transfer this control owns the bridge and
+the target's channel until `aclose`.
 """
 
 from __future__ import annotations
@@ -12,17 +22,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 
 from voicecrm.calls.interface import CallEnded, TransferOutcome, TransferStatus
 from voicecrm.telephony.ari.client import AriClient
+from voicecrm.telephony.ari.dialling import TRANSFER_ARG, TRANSFER_PREFIX, Leg, dial_endpoint
 from voicecrm.telephony.ari.errors import AriError, ChannelGone
 
 log = logging.getLogger(__name__)
 
 PLAYBACK_PREFIX = "voicecrm-pb-"
+TRANSFER_BRIDGE_PREFIX = "voicecrm-xbridge-"
+DIALPLAN_TARGET = "dialplan:"  # a transfer target that always goes back to the dialplan
+STASIS_TIMEOUT = 5.0  # seconds for an answered target's StasisStart, before bridging anyway
 PLAYBACK_TIMEOUT = 300.0  # seconds; a PlaybackFinished lost in a socket drop must not hang a call
 # Media URI schemes Asterisk plays itself (reference section 2); anything else is a sound name.
 MEDIA_SCHEMES = ("sound:", "recording:", "number:", "digits:", "characters:", "tone:", "http")
@@ -41,17 +56,28 @@ class CallControl:
     (StasisEnd, ChannelDestroyed, or reconciliation after a reconnect); a
     playback waits on it as well as on its PlaybackFinished. `handed_off` and
     `hung_up` tell the call's cleanup not to hang the caller up again.
+
+    `legs` is the application's map of dialled channels, through which their
+    events reach the `Leg` a transfer waits on; `media_bridge` tells which
+    bridge holds the caller with the receptionist's media.
     """
 
     client: AriClient
     channel_id: str
     close_line: Callable[[str], None]
     transfer_context: str | None = None
+    dial_template: str | None = None
+    caller_number: str = ""
+    legs: MutableMapping[str, Leg] = field(default_factory=dict)
+    media_bridge: Callable[[], str | None] = lambda: None
     playback_timeout: float = PLAYBACK_TIMEOUT
+    stasis_timeout: float = STASIS_TIMEOUT
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     handed_off: bool = False
     hung_up: bool = False
     playbacks: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    leg: Leg | None = None  # the transfer target being dialled, or bridged with the caller
+    bridge_id: str | None = None  # the bridge holding the caller and the target
 
     def ended(self, reason: str) -> None:
         """The caller's channel left the application: end the media and any waits."""
@@ -104,20 +130,126 @@ class CallControl:
         ring_timeout: float,
         caller_id: str | None,
     ) -> TransferOutcome:
-        """Hands the caller back to the dialplan at extension `target`, priority 1, in
-        `transfer_context` (else the channel's own context): dialling belongs to the
-        dialplan, which knows the trunks. The service does not learn whether the
-        target answered, and cannot whisper; the call is over for it either way."""
+        """Dials `target` and bridges it with the caller when a dial template is
+        configured; otherwise (or for a `dialplan:EXTEN` target) hands the caller back
+        to the dialplan. A whisper is not played either way: it would need the target's
+        own media."""
         if whisper:
             log.info("asterisk call %s: a whisper is not played on a transfer", self.channel_id)
+        if self.dial_template is None or target.startswith(DIALPLAN_TARGET):
+            return await self._continue_in_dialplan(target.removeprefix(DIALPLAN_TARGET))
+        return await self._dial_and_bridge(
+            dial_endpoint(self.dial_template, target), ring_timeout, caller_id
+        )
+
+    async def _continue_in_dialplan(self, extension: str) -> TransferOutcome:
+        """Extension `extension`, priority 1, in `transfer_context` (else the channel's
+        own context): the dialplan knows the trunks. The service does not learn whether
+        the target answered; the call is over for it either way."""
         try:
             await self.client.continue_in_dialplan(
-                self.channel_id, self.transfer_context, target, 1
+                self.channel_id, self.transfer_context, extension, 1
             )
         except ChannelGone as error:
             raise self._gone(error) from None
         self.handed_off = True
         return TransferOutcome(TransferStatus.ANSWERED, detail="handed to the dialplan")
+
+    async def _dial_and_bridge(
+        self, endpoint: str, ring_timeout: float, caller_id: str | None
+    ) -> TransferOutcome:
+        if self.gone.is_set():
+            raise CallEnded("the caller hung up")
+        if self.leg is not None:
+            return TransferOutcome(TransferStatus.FAILED, detail="already transferring")
+        leg = self.leg = Leg(TRANSFER_PREFIX + secrets.token_hex(8))
+        self.legs[leg.channel_id] = leg  # before the originate: its events may come first
+        bridged = False
+        try:
+            try:
+                await self.client.originate(
+                    endpoint,
+                    app_args=(TRANSFER_ARG, self.channel_id),
+                    caller_id=caller_id or self.caller_number or None,
+                    ring_timeout=max(1, math.ceil(ring_timeout)),
+                    channel_id=leg.channel_id,
+                )
+            except AriError as error:
+                log.warning(
+                    "asterisk call %s: dialling %s refused: %s", self.channel_id, endpoint, error
+                )
+                leg.gone()
+                return TransferOutcome(TransferStatus.FAILED, detail=error.message)
+            status = await leg.wait_answer(ring_timeout, self.gone)
+            if status is None:
+                raise CallEnded("the caller hung up during a transfer")
+            if status is not TransferStatus.ANSWERED:
+                log.info("asterisk call %s: %s: %s", self.channel_id, endpoint, status.value)
+                return TransferOutcome(status, detail=f"{endpoint}: {status.value}")
+            try:
+                await self._bridge(leg)
+            except AriError as error:
+                if self.gone.is_set():
+                    raise CallEnded("the caller hung up during a transfer") from None
+                log.warning(
+                    "asterisk call %s: bridging %s failed: %s", self.channel_id, endpoint, error
+                )
+                return TransferOutcome(TransferStatus.FAILED, detail=error.message)
+            bridged = True
+            log.info("asterisk call %s: bridged with %s", self.channel_id, leg.channel_id)
+            return TransferOutcome(TransferStatus.ANSWERED, detail=f"bridged with {endpoint}")
+        finally:
+            if not bridged:
+                await self._release_transfer()
+
+    async def _bridge(self, leg: Leg) -> None:
+        """A mixing bridge with the target, then the caller moved into it from the
+        receptionist's bridge (and back, if Asterisk refuses the move)."""
+        if not leg.in_stasis.is_set():  # answered (Up), but not yet in the application
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.stasis_timeout):
+                    await leg.in_stasis.wait()
+        bridge_id = TRANSFER_BRIDGE_PREFIX + secrets.token_hex(8)
+        await self.client.create_bridge("mixing", bridge_id=bridge_id)
+        self.bridge_id = bridge_id
+        await self.client.add_channel(bridge_id, leg.channel_id)
+        media = self.media_bridge()
+        if media is not None:
+            await self.client.remove_channel(media, self.channel_id)
+        try:
+            await self.client.add_channel(bridge_id, self.channel_id)
+        except AriError:
+            if media is not None:
+                with contextlib.suppress(AriError):
+                    await self.client.add_channel(media, self.channel_id)
+            raise
+
+    @property
+    def bridged(self) -> bool:
+        return self.bridge_id is not None and self.leg is not None
+
+    async def bridged_call_ended(self) -> None:
+        """Returns once the caller or the target of a bridged transfer has hung up."""
+        if self.leg is not None:
+            await self.leg.wait_end(self.gone)
+
+    async def _release_transfer(self) -> None:
+        """Destroys the transfer's bridge and hangs up its target, whatever state they
+        are in; safe to repeat."""
+        bridge_id, self.bridge_id = self.bridge_id, None
+        leg, self.leg = self.leg, None
+        if bridge_id is not None:
+            with contextlib.suppress(AriError):
+                await self.client.destroy_bridge(bridge_id)
+        if leg is not None:
+            self.legs.pop(leg.channel_id, None)
+            if not leg.ended.is_set():
+                with contextlib.suppress(AriError):
+                    await self.client.hangup(leg.channel_id, "normal")
+
+    async def aclose(self) -> None:
+        """Ends what a transfer left behind (its bridge and its target's channel)."""
+        await self._release_transfer()
 
     async def hangup(self, reason: str) -> None:
         """Hangs up the caller; one who already left needs nothing more."""

@@ -10,8 +10,12 @@ Asterisk create an ExternalMedia channel sending there, bridge the two, and
 run the scenario with `run_call` over `voice_call(line, ...)`.
 
 Channels this service creates itself carry an id prefix (`MEDIA_PREFIX` for
-the ExternalMedia halves, `ORIGINATED_PREFIX` reserved for calls it places),
-so their StasisStart is never mistaken for a caller. The events socket is
+the ExternalMedia halves; `dialling`'s prefixes and Stasis arguments for the
+channels it originates), so their StasisStart is never mistaken for a caller:
+a transfer's target is handed to the transfer waiting for it (`Leg`), and an
+outbound call placed by `AriOutbound` (in this process or in `voicecrm call`)
+runs the scenario it was placed for, from its call row, once it answers; one
+that ends unanswered closes its row as busy, no-answer or failed. The events socket is
 the only source of "the caller left" (StasisEnd, ChannelDestroyed) and of
 keys (ChannelDtmfReceived: a mixing bridge takes DTMF out of the media), so
 the consumer hands those to the call they belong to; after a reconnect, when
@@ -42,10 +46,19 @@ from voicecrm.scenarios.library import ScenarioRegistry
 from voicecrm.scenarios.models import Scenario
 from voicecrm.scenarios.ports import HttpClient, LanguageModel
 from voicecrm.scenarios.runner import run_call
-from voicecrm.storage import Database
+from voicecrm.scenarios.state import CallState
+from voicecrm.storage import Database, utcnow
 from voicecrm.telephony.ari import events as ev
 from voicecrm.telephony.ari.call_control import CallControl
 from voicecrm.telephony.ari.client import AriClient, Channel
+from voicecrm.telephony.ari.dialling import (
+    ORIGINATED_PREFIX,
+    Leg,
+    call_log_status,
+    is_own_channel,
+    outbound_call_id,
+    unanswered_status,
+)
 from voicecrm.telephony.ari.errors import (
     ApplicationReplaced,
     AriError,
@@ -62,7 +75,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "asterisk"
 MEDIA_PREFIX = "voicecrm-media-"
-ORIGINATED_PREFIX = "voicecrm-out-"
 BRIDGE_PREFIX = "voicecrm-bridge-"
 STASIS_TIMEOUT = 5.0  # seconds for an ExternalMedia channel's StasisStart
 CLEANUP_TIMEOUT = 5.0  # seconds for the ARI requests that tidy up after a call
@@ -95,6 +107,7 @@ class AriServices:
 class _Call:
     channel: Channel
     args: tuple[str, ...]
+    outbound_call_id: int | None = None  # the row of a call this service placed
     control: CallControl = field(init=False)
     media_id: str = field(default_factory=lambda: MEDIA_PREFIX + secrets.token_hex(8))
     bridge_id: str | None = None
@@ -128,6 +141,7 @@ class AriApplication:
         *,
         media_host: str = "127.0.0.1",
         transfer_context: str | None = None,
+        dial_template: str | None = None,
         stasis_timeout: float = STASIS_TIMEOUT,
     ) -> None:
         self.services = services
@@ -136,10 +150,14 @@ class AriApplication:
         self._events = events
         self._media_host = media_host
         self._transfer_context = transfer_context
+        self._dial_template = dial_template
         self._stasis_timeout = stasis_timeout
         self._calls: dict[str, _Call] = {}  # by the caller's channel id
         self._media: dict[str, _Call] = {}  # by the ExternalMedia channel id
         self._media_started: dict[str, asyncio.Future[None]] = {}
+        self._legs: dict[str, Leg] = {}  # transfer targets being dialled or bridged, by id
+        self.events_handled = 0
+        self._catching_up: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._call_tasks: set[asyncio.Task[None]] = set()
         self._consumer: asyncio.Task[None] | None = None
@@ -169,6 +187,19 @@ class AriApplication:
         while self._call_tasks:
             await asyncio.wait(list(self._call_tasks))
 
+    async def caught_up(self, count: int) -> None:
+        """Returns once `count` events have been handled, so that a test knows the
+        application has seen what its fake Asterisk sent (then `join` its calls)."""
+        if self.events_handled >= count:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._catching_up.append((count, waiter))
+        try:
+            await waiter
+        finally:
+            if waiter in (w for _, w in self._catching_up):
+                self._catching_up.remove((count, waiter))
+
     @property
     def calls_in_progress(self) -> int:
         return len(self._calls)
@@ -194,6 +225,8 @@ class AriApplication:
                     self._dispatch(event)
                 except Exception:  # one bad event must not stop every call's events
                     log.exception("ARI application %s: an event could not be handled", self.app)
+                if not isinstance(event, Reconnected):
+                    self._handled()
         except AriUnauthorized:
             log.error("ARI refused the user and password: no calls from Asterisk")
         except ApplicationReplaced as err:
@@ -203,6 +236,16 @@ class AriApplication:
                 err.detail,
             )
 
+    def _handled(self) -> None:
+        self.events_handled += 1
+        if self._catching_up:
+            for entry in list(self._catching_up):
+                count, waiter = entry
+                if count <= self.events_handled:
+                    self._catching_up.remove(entry)
+                    if not waiter.done():
+                        waiter.set_result(None)
+
     def _dispatch(self, event: ev.Event | Reconnected) -> None:
         if isinstance(event, Reconnected):
             log.info("ARI events socket reconnected; checking %d calls", len(self._calls))
@@ -210,13 +253,30 @@ class AriApplication:
             return
         if event.application != self.app:
             return  # another application's half of a Local channel
+        leg = self._legs.get(_channel_of(event))
+        if leg is not None:
+            leg.on_event(event)
+            return
         match event:
             case ev.StasisStart(channel=channel, args=args):
                 self._stasis_start(channel, args)
             case ev.StasisEnd(channel=channel):
                 self._left(channel.id, "the caller hung up")
-            case ev.ChannelDestroyed(channel=channel, cause_txt=cause):
+            case ev.ChannelDestroyed(channel=channel, cause=number, cause_txt=cause):
+                if channel.id.startswith(ORIGINATED_PREFIX) and channel.id not in self._calls:
+                    self._spawn(
+                        self._unanswered(channel.id, number),
+                        f"ari-unanswered-{channel.id}",
+                        call=True,
+                    )
+                    return
                 self._left(channel.id, f"the caller hung up ({cause or 'destroyed'})")
+            case ev.ChannelStateChange(channel=channel) if (
+                channel.state == "Ringing"
+                and channel.id.startswith(ORIGINATED_PREFIX)
+                and channel.id not in self._calls
+            ):
+                self._spawn(self._ringing(channel.id), f"ari-ringing-{channel.id}", call=True)
             case ev.ChannelDtmfReceived(channel=channel, digit=digit):
                 call = self._calls.get(channel.id)
                 if call is not None and call.line is not None:
@@ -236,11 +296,27 @@ class AriApplication:
             if started is not None and not started.done():
                 started.set_result(None)
             return
-        if channel.id.startswith(ORIGINATED_PREFIX) or channel.id in self._calls:
+        if channel.id in self._calls:
             return
-        call = _Call(channel=channel, args=args)
+        placed = outbound_call_id(args)
+        if is_own_channel(channel.id, args) and (
+            placed is None or not channel.id.startswith(ORIGINATED_PREFIX)
+        ):
+            # A transfer target answering after its transfer gave up: nobody wants it.
+            log.info("asterisk: hanging up %s, dialled by a transfer that is over", channel.id)
+            self._spawn(self._hang_up_stray(channel.id), f"ari-stray-{channel.id}")
+            return
+        call = _Call(channel=channel, args=args, outbound_call_id=placed)
         call.control = CallControl(
-            self.client, channel.id, close_line=call.close, transfer_context=self._transfer_context
+            self.client,
+            channel.id,
+            close_line=call.close,
+            transfer_context=self._transfer_context,
+            dial_template=self._dial_template,
+            caller_number=channel.caller_number,
+            legs=self._legs,
+            media_bridge=lambda: call.bridge_id,
+            stasis_timeout=self._stasis_timeout,
         )
         self._calls[channel.id] = call
         self._spawn(self._run(call), f"ari-call-{channel.id}", call=True)
@@ -255,7 +331,8 @@ class AriApplication:
             call.close("the media channel is gone")
 
     async def _reconcile(self) -> None:
-        """Ends the calls whose caller left while the events socket was down."""
+        """Ends the calls whose caller (or transfer target) left while the events socket
+        was down."""
         for channel_id, call in list(self._calls.items()):
             try:
                 await self.client.get_channel(channel_id)
@@ -264,12 +341,49 @@ class AriApplication:
                 call.control.ended("the caller hung up")
             except AriError as error:
                 log.warning("asterisk call %s could not be checked: %s", channel_id, error)
+        for leg_id, leg in list(self._legs.items()):
+            try:
+                await self.client.get_channel(leg_id)
+            except ChannelGone:
+                leg.gone()
+            except AriError as error:
+                log.warning("asterisk channel %s could not be checked: %s", leg_id, error)
+
+    async def _hang_up_stray(self, channel_id: str) -> None:
+        with contextlib.suppress(AriError):
+            await self.client.hangup(channel_id, "normal")
+
+    async def _ringing(self, channel_id: str) -> None:
+        """An outbound call's phone rings: its row says so, as Twilio's progress does."""
+        async with self.services.database.transaction(quick=True) as session:
+            record = await call_log.find_call(session, CHANNEL, channel_id)
+            if record is not None:
+                await call_log.note_progress(session, record, "ringing")
+
+    async def _unanswered(self, channel_id: str, cause: int) -> None:
+        """An outbound call's channel ended before it answered: its row is closed with
+        why (a call that ran was closed by its run, and stays as it is)."""
+        services = self.services
+        async with services.database.transaction(quick=True) as session:
+            record = await call_log.find_call(session, CHANNEL, channel_id)
+            if record is None or record.ended_at is not None:
+                return
+            status = call_log_status(unanswered_status(cause))
+            log.info("asterisk: outbound call %s ended unanswered: %s", record.id, status)
+            await call_log.finish_call(
+                session, services.actor, record.id, status=status, duration_seconds=0
+            )
 
     # ------------------------------------------------------------- one call
     async def _run(self, call: _Call) -> None:
         channel_id = call.channel.id
         try:
             await self._answer_and_run(call)
+            if call.control.bridged:
+                # Transferred: the receptionist is out of the call; the two people talk
+                # until either hangs up, and then the other is hung up too.
+                await self._release_media(call)
+                await call.control.bridged_call_ended()
         except ChannelGone:
             log.info("asterisk call %s: the caller hung up meanwhile", channel_id)
         except AriError as error:
@@ -292,30 +406,42 @@ class AriApplication:
 
     async def _answer_and_run(self, call: _Call) -> None:
         services = self.services
-        channel = call.channel
-        info = CallInfo(
-            call_id=channel.id,
-            direction=Direction.INBOUND,
-            from_number=channel.caller_number,
-            to_number=channel.exten,
-            caller_name=channel.caller_name or None,
-            channel=CHANNEL,
-        )
-        scenario = self._scenario(call)
-        if scenario is None:
-            await self._hang_up(call, "rejected")
-            return
-        contact_id, blocked = await ScenarioCRM(services.database, services.actor).ensure_caller(
-            info
-        )
-        if blocked:
-            scenario = self._blocked_scenario()
-            if scenario is None:
-                await self._reject_blocked(call, info, contact_id)
+        if call.outbound_call_id is not None:
+            placed = await self._placed_call(call, call.outbound_call_id)
+            if placed is None:
+                await self._hang_up(call, "normal")
                 return
+            info, scenario, state = placed
+        else:
+            channel = call.channel
+            info = CallInfo(
+                call_id=channel.id,
+                direction=Direction.INBOUND,
+                from_number=channel.caller_number,
+                to_number=channel.exten,
+                caller_name=channel.caller_name or None,
+                channel=CHANNEL,
+            )
+            state = None
+            chosen = self._scenario(call)
+            if chosen is None:
+                await self._hang_up(call, "rejected")
+                return
+            scenario = chosen
+            contact_id, blocked = await ScenarioCRM(
+                services.database, services.actor
+            ).ensure_caller(info)
+            if blocked:
+                chosen = self._blocked_scenario()
+                if chosen is None:
+                    await self._reject_blocked(call, info, contact_id)
+                    return
+                scenario = chosen
+            if call.ended is not None:
+                return
+            await self.client.answer(channel.id)
         if call.ended is not None:
             return
-        await self.client.answer(channel.id)
         line = RtpMediaLine(
             info,
             host=self._media_host,
@@ -344,7 +470,61 @@ class AriApplication:
                 channel=CHANNEL,
                 llm=services.llm,
                 http=services.http,
+                state=state,
             )
+
+    async def _placed_call(
+        self, call: _Call, call_id: int
+    ) -> tuple[CallInfo, Scenario, CallState] | None:
+        """The call row, scenario and starting state of an outbound call that answered;
+        None (logged) when the row does not describe this channel or is closed already.
+
+        The state is prepared here, as for Twilio's placed calls: the call's contact is
+        the callee, and the scenario sees why it calls (`outbound`)."""
+        services = self.services
+        channel_id = call.channel.id
+        async with services.database.transaction(quick=True) as session:
+            try:
+                record = await call_log.get_call(session, services.actor, call_id)
+            except NotFound:
+                log.warning("asterisk: %s names call %s, which does not exist", channel_id, call_id)
+                return None
+            if (
+                record.external_id != channel_id
+                or record.direction != Direction.OUTBOUND.value
+                or record.ended_at is not None
+                or record.contact_id is None
+            ):
+                log.warning("asterisk: %s is not the open outbound call %s", channel_id, call_id)
+                return None
+            try:
+                scenario = services.scenarios.library.get(record.scenario or "")
+            except NotFound:
+                log.error("asterisk: call %s's scenario %r is gone", call_id, record.scenario)
+                await call_log.finish_call(session, services.actor, record.id, status="failed")
+                return None
+            saved = dict(record.state or {})
+            state = CallState(
+                scenario=scenario.name,
+                step=scenario.first_step,
+                call_id=record.id,
+                contact_id=record.contact_id,
+                started_at=utcnow().isoformat(),
+                variables={
+                    "answered_by": "",
+                    "outbound": saved.get("outbound") or {"campaign": "", "metadata": {}},
+                },
+            )
+            record.state = state.to_json()
+            await call_log.note_progress(session, record, "in-progress")
+            info = CallInfo(
+                call_id=channel_id,
+                direction=Direction.OUTBOUND,
+                from_number=record.from_number,
+                to_number=record.to_number,
+                channel=CHANNEL,
+            )
+        return info, scenario, state
 
     def _scenario(self, call: _Call) -> Scenario | None:
         library = self.services.scenarios.library
@@ -418,19 +598,46 @@ class AriApplication:
         with contextlib.suppress(ChannelGone):
             await self.client.hangup(call.channel.id, reason)
 
-    async def _tidy_up(self, call: _Call) -> None:
-        """Closes the media and everything Asterisk holds for the call; a caller still
-        there (the scenario ended without hanging up, or the service is stopping) is
-        hung up, unless the call was handed back to the dialplan."""
+    async def _release_media(self, call: _Call) -> None:
+        """Closes the receptionist's side: the RTP line, the ExternalMedia channel and the
+        bridge that held it with the caller. Safe to repeat."""
         if call.line is not None:
             await call.line.aclose()
-        control = call.control
-        if call.media_id in self._media:
+        if self._media.pop(call.media_id, None) is not None:
             with contextlib.suppress(AriError):
                 await self.client.hangup(call.media_id)
-        if call.bridge_id is not None:
+        bridge_id, call.bridge_id = call.bridge_id, None
+        if bridge_id is not None:
             with contextlib.suppress(AriError):
-                await self.client.destroy_bridge(call.bridge_id)
+                await self.client.destroy_bridge(bridge_id)
+
+    async def _tidy_up(self, call: _Call) -> None:
+        """Closes the media and everything Asterisk holds for the call (a transfer's
+        bridge and target too); a caller still there (the scenario ended without hanging
+        up, the transfer's target hung up, or the service is stopping) is hung up, unless
+        the call was handed back to the dialplan."""
+        control = call.control
+        await self._release_media(call)
+        await control.aclose()
+        if call.outbound_call_id is not None:
+            # Answered, so no unanswered end will close it: closed here if its run did
+            # not get to (the media failed, the callee left at once).
+            with contextlib.suppress(VoiceCRMError):
+                async with self.services.database.transaction(quick=True) as session:
+                    await call_log.finish_call(
+                        session, self.services.actor, call.outbound_call_id, status="completed"
+                    )
         if not (control.hung_up or control.handed_off or control.gone.is_set()):
             with contextlib.suppress(AriError):
                 await self.client.hangup(call.channel.id)
+
+
+def _channel_of(event: ev.Event) -> str:
+    """The id of the channel an event is about ('' for playbacks and the like)."""
+    match event:
+        case ev.Dial(peer=peer):
+            return peer.id
+        case ev.Unknown() | ev.PlaybackStarted() | ev.PlaybackFinished() | ev.RecordingFinished():
+            return ""
+        case _:
+            return event.channel.id

@@ -1,0 +1,389 @@
+"""Channels the service dials itself, through the real app and a fake Asterisk: transfers
+that originate the target and bridge it with the caller (answered, unanswered, busy), and
+outbound calls placed by `AriOutbound` whose scenario runs once the callee answers. The
+fake's `dial_outcome` decides what the dialled phone does; everything is awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from pydantic import SecretStr
+from pytest_aiohttp.plugin import AiohttpClient
+from sqlalchemy import select
+
+from tests.conftest import TeamWorld
+from tests.fakes.fake_asterisk import (
+    APP,
+    PASSWORD,
+    USERNAME,
+    FakeAsterisk,
+    WaitForSpeech,
+    fake_asterisk,
+)
+from tests.fakes.openai_server import FakeOpenAI, Reply, openai_server
+from tests.speech_audio import tone
+from voicecrm.app import ARI, build_app
+from voicecrm.calls.interface import TransferStatus
+from voicecrm.calls.outbound import (
+    CarrierRejected,
+    CarrierUnavailable,
+    OutboundNotConfigured,
+    OutboundRequest,
+)
+from voicecrm.config import Settings
+from voicecrm.crm import timeline
+from voicecrm.crm.models import CallRecord
+from voicecrm.errors import ConfigurationError, InvalidInput
+from voicecrm.scenarios.library import ScenarioRegistry
+from voicecrm.storage import Database
+from voicecrm.telephony.ari import AriClient
+from voicecrm.telephony.ari.call_control import CallControl
+from voicecrm.telephony.ari.dialling import (
+    ORIGINATED_PREFIX,
+    TRANSFER_ARG,
+    TRANSFER_PREFIX,
+    check_dial_template,
+    unanswered_status,
+)
+from voicecrm.telephony.ari.outbound import AriOutbound, check_configured
+from voicecrm.telephony.ari.stasis import AriApplication
+
+__all__ = ["fake_asterisk", "openai_server"]
+
+ROOT = Path(__file__).resolve().parents[2]
+CALL_TIMEOUT = 30.0  # seconds: a short call in real time on a busy machine
+DIAL = "PJSIP/{number}@trunk"
+DESK, OFFICE, CALLEE = "+14155550102", "+14155550122", "+14155550177"
+
+SCENARIOS = {
+    "desk.yaml": f"""
+        name: desk
+        numbers: ["{DESK}"]
+        steps:
+          hello:
+            say: "Connecting you."
+          put_through:
+            transfer: {{to: "{OFFICE}", timeout: 1, no_answer: sorry}}
+          sorry:
+            say: "Nobody answered."
+    """,
+    "reminder.yaml": """
+        name: reminder
+        numbers: ["+14155550100"]
+        steps:
+          remind:
+            say: "Your appointment is tomorrow at nine."
+    """,
+}
+
+
+def speech(seconds: float) -> Reply:
+    return Reply(audio=tone(seconds, rate=24000), audio_chunks=(4800,) * 100)
+
+
+@pytest.fixture
+def scenarios_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    for name, text in SCENARIOS.items():
+        (folder / name).write_text(textwrap.dedent(text).lstrip("\n"))
+    return folder
+
+
+@pytest.fixture
+def settings(
+    database_url: str, scenarios_dir: Path, openai_server: FakeOpenAI, fake_asterisk: FakeAsterisk
+) -> Settings:
+    return Settings(
+        database_url=database_url,
+        migrate_on_start=False,
+        scenarios_dir=str(scenarios_dir),
+        llm_base_url=openai_server.base_url,
+        llm_api_key=SecretStr("sk-test"),
+        stt_provider="openai",
+        tts_provider="openai",
+        ari_url=fake_asterisk.base_url,
+        ari_user=USERNAME,
+        ari_password=SecretStr(PASSWORD),
+        ari_app=APP,
+        ari_media_host="127.0.0.1",
+        ari_dial_template=DIAL,
+    )
+
+
+@pytest.fixture
+async def service(
+    aiohttp_client: AiohttpClient, settings: Settings, world: TeamWorld, fake_asterisk: FakeAsterisk
+) -> AsyncIterator[AriApplication]:
+    client: TestClient[Any, Any] = await aiohttp_client(build_app(settings))
+    await fake_asterisk.wait_connected()
+    try:
+        yield client.app[ARI]
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def outbound(
+    database: Database, world: TeamWorld, scenarios_dir: Path, fake_asterisk: FakeAsterisk
+) -> AsyncIterator[AriOutbound]:
+    registry = ScenarioRegistry([scenarios_dir])
+    registry.reload()
+    async with AriClient(fake_asterisk.base_url, USERNAME, PASSWORD, APP) as client:
+        yield AriOutbound(database, world.system, registry, client, DIAL)
+
+
+async def finished(application: AriApplication) -> None:
+    async with asyncio.timeout(CALL_TIMEOUT):
+        await application.join()
+
+
+async def the_call(database: Database) -> CallRecord:
+    async with database.transaction(read_only=True) as session:
+        return (await session.scalars(select(CallRecord))).one()
+
+
+def originated(fake: FakeAsterisk) -> list[str]:
+    return [
+        r.query["channelId"] for r in fake.requests if (r.method, r.path) == ("POST", "/channels")
+    ]
+
+
+def said(record: CallRecord) -> list[tuple[str, str]]:
+    return [(line["speaker"], line["text"]) for line in record.state["transcript"]]
+
+
+@pytest.mark.parametrize("leaving", ["target", "caller"])
+async def test_an_answered_transfer_bridges_caller_and_target_until_one_hangs_up(
+    service: AriApplication,
+    fake_asterisk: FakeAsterisk,
+    database: Database,
+    openai_server: FakeOpenAI,
+    leaving: str,
+) -> None:
+    openai_server.script += [speech(0.3)]  # "Connecting you."
+    fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
+    caller = await fake_asterisk.inject_call("+14155550123", DESK)
+    await fake_asterisk.wait_request("POST", "/channels")
+    (target,) = originated(fake_asterisk)
+    await fake_asterisk.wait_until(
+        lambda: any(set(b["channels"]) == {caller, target} for b in fake_asterisk.bridges.values())
+    )
+    media = next(r for r in fake_asterisk.requests if r.path == "/channels/externalMedia")
+    await fake_asterisk.wait_until(  # the receptionist's media channel and bridge are gone
+        lambda: (
+            media.query["channelId"] not in fake_asterisk.channels
+            and len(fake_asterisk.bridges) == 1
+        )
+    )
+
+    (dial,) = [r for r in fake_asterisk.requests if (r.method, r.path) == ("POST", "/channels")]
+    assert target.startswith(TRANSFER_PREFIX)
+    assert dial.query["endpoint"] == f"PJSIP/{OFFICE}@trunk"
+    assert dial.query["appArgs"] == f"{TRANSFER_ARG},{caller}"
+    assert dial.query["callerId"] == "+14155550123"  # the office sees who is calling
+    record = await the_call(database)
+    assert record.ended_at is not None and record.state["outcome"] == "transferred"
+    assert ("agent", f"[transfers to {OFFICE}]") in said(record)
+
+    first, other = (target, caller) if leaving == "target" else (caller, target)
+    await fake_asterisk.hang_up(first)  # one hangs up: the other is hung up too
+    await finished(service)
+    assert not fake_asterisk.bridges and not fake_asterisk.channels
+    assert ("DELETE", f"/channels/{other}") in [(r.method, r.path) for r in fake_asterisk.requests]
+    async with database.transaction(read_only=True) as session:
+        assert record.contact_id is not None
+        page = await timeline.page(session, record.contact_id, limit=10)
+    (call,) = [e for e in page.events if e.kind == "call"]
+    assert call.data["status"] == "completed"
+    assert service.calls_in_progress == 0
+
+
+@pytest.mark.parametrize(("outcome", "status"), [("ring", "no_answer"), ("busy", "busy")])
+async def test_an_unanswered_transfer_takes_the_no_answer_path_with_the_receptionist(
+    service: AriApplication,
+    fake_asterisk: FakeAsterisk,
+    database: Database,
+    openai_server: FakeOpenAI,
+    outcome: str,
+    status: str,
+) -> None:
+    openai_server.script += [speech(0.3), speech(0.3)]  # "Connecting you.", "Nobody answered."
+    fake_asterisk.dial_outcome = outcome
+    fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
+    caller = await fake_asterisk.inject_call("+14155550123", DESK)
+    await fake_asterisk.wait_peer()
+    await finished(service)
+
+    (target,) = originated(fake_asterisk)
+    assert target not in fake_asterisk.channels and not fake_asterisk.bridges
+    if outcome == "ring":  # nobody answered within the step's timeout: the service hung up
+        assert ("DELETE", f"/channels/{target}") in [
+            (r.method, r.path) for r in fake_asterisk.requests
+        ]
+    record = await the_call(database)
+    assert record.state["variables"]["transfer_status"] == status
+    assert record.state["outcome"] == "completed"
+    assert ("agent", "Nobody answered.") in said(record)
+    assert caller not in fake_asterisk.channels  # the scenario ended and hung up
+
+
+async def test_an_outbound_call_runs_its_scenario_once_the_callee_answers(
+    service: AriApplication,
+    outbound: AriOutbound,
+    fake_asterisk: FakeAsterisk,
+    database: Database,
+    openai_server: FakeOpenAI,
+) -> None:
+    openai_server.script += [speech(0.5)]
+    fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
+    placed = await outbound.place(
+        OutboundRequest(to=CALLEE, scenario="reminder", campaign="checkups")
+    )
+    peer = await fake_asterisk.wait_peer()
+    await finished(service)
+
+    assert placed.carrier_call_id.startswith(ORIGINATED_PREFIX)
+    (dial,) = [r for r in fake_asterisk.requests if (r.method, r.path) == ("POST", "/channels")]
+    assert dial.query["endpoint"] == f"PJSIP/{CALLEE}@trunk"
+    assert dial.query["appArgs"] == f"voicecrm-outbound,call_id={placed.call_id}"
+    assert dial.query["callerId"] == "+14155550100"  # the scenario's own number
+    assert peer.voiced_frames > 10  # the callee heard the reminder over RTP
+    record = await the_call(database)
+    assert (record.id, record.external_id) == (placed.call_id, placed.carrier_call_id)
+    assert (record.direction, record.status, record.channel) == (
+        "outbound",
+        "completed",
+        "asterisk",
+    )
+    assert record.to_number == CALLEE
+    assert record.state["variables"]["outbound"]["campaign"] == "checkups"
+    assert ("agent", "Your appointment is tomorrow at nine.") in said(record)
+    assert placed.carrier_call_id not in fake_asterisk.channels  # hung up at the end
+
+
+async def test_a_ringing_callee_shows_on_the_call_and_no_answer_closes_it(
+    service: AriApplication, outbound: AriOutbound, fake_asterisk: FakeAsterisk, database: Database
+) -> None:
+    fake_asterisk.dial_outcome = "ring"
+    placed = await outbound.place(OutboundRequest(to=CALLEE, scenario="reminder"))
+    await service.caught_up(fake_asterisk.events_sent)  # Dial RINGING, ChannelStateChange
+    await finished(service)
+    assert (await the_call(database)).status == "ringing"
+
+    await fake_asterisk.hang_up(placed.carrier_call_id, cause=19)  # Asterisk gives up
+    await service.caught_up(fake_asterisk.events_sent)
+    await finished(service)
+    record = await the_call(database)
+    assert (record.status, record.ended_at is not None) == ("no-answer", True)
+
+
+async def test_a_busy_callee_closes_the_outbound_call_as_busy(
+    service: AriApplication, outbound: AriOutbound, fake_asterisk: FakeAsterisk, database: Database
+) -> None:
+    fake_asterisk.dial_outcome = "busy"
+    placed = await outbound.place(OutboundRequest(to=CALLEE, scenario="reminder"))
+    await service.caught_up(fake_asterisk.events_sent)  # Dial BUSY, ChannelDestroyed
+    await finished(service)
+    record = await the_call(database)
+    assert record.external_id == placed.carrier_call_id
+    assert (record.status, record.duration_seconds) == ("busy", 0)
+    assert not fake_asterisk.peers  # nothing was answered, nothing was said
+
+
+async def test_an_outbound_refusal_is_typed_and_closes_the_call_as_failed(
+    outbound: AriOutbound, fake_asterisk: FakeAsterisk, database: Database
+) -> None:
+    fake_asterisk.fail_next(400, "Endpoint not found")
+    with pytest.raises(CarrierRejected, match="Endpoint not found") as rejected:
+        await outbound.place(OutboundRequest(to=CALLEE, scenario="reminder"))
+    assert rejected.value.carrier_status == 400
+    record = await the_call(database)
+    assert (record.status, record.direction) == ("failed", "outbound")
+    assert record.ended_at is not None
+
+    fake_asterisk.fail_next(503, "Service Unavailable")
+    with pytest.raises(CarrierUnavailable, match="try again later"):
+        await outbound.place(OutboundRequest(to=CALLEE, scenario="reminder"))
+    with pytest.raises(InvalidInput, match="Twilio"):
+        await outbound.place(
+            OutboundRequest(to=CALLEE, scenario="reminder", machine_detection=True)
+        )
+
+
+def test_outbound_needs_ari_and_a_dial_template() -> None:
+    with pytest.raises(OutboundNotConfigured) as missing:
+        check_configured("http://127.0.0.1:8088", None, None)
+    assert "VOICECRM_ARI_PASSWORD, VOICECRM_ARI_DIAL_TEMPLATE" in missing.value.detail
+    with pytest.raises(ConfigurationError, match="needs a technology"):
+        check_dial_template("{number}@trunk")
+    assert check_configured("http://a", "secret", DIAL) == DIAL
+
+
+async def test_the_cli_places_a_call_through_asterisk(
+    fake_asterisk: FakeAsterisk, database: Database, world: TeamWorld, scenarios_dir: Path
+) -> None:
+    fake_asterisk.dial_outcome = "ring"  # nobody runs the Stasis application here
+    env = {
+        **os.environ,
+        "VOICECRM_LOG_LEVEL": "WARNING",
+        "VOICECRM_DATABASE_URL": database.url,
+        "VOICECRM_SCENARIOS_DIR": str(scenarios_dir),
+        "VOICECRM_TWILIO_ACCOUNT_SID": "",
+        "VOICECRM_ARI_URL": fake_asterisk.base_url,
+        "VOICECRM_ARI_PASSWORD": PASSWORD,
+        "VOICECRM_ARI_DIAL_TEMPLATE": DIAL,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voicecrm",
+        "call",
+        CALLEE,
+        "--scenario",
+        "reminder",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    (channel_id,) = originated(fake_asterisk)
+    record = await the_call(database)
+    assert output.decode().splitlines() == [
+        f"call placed: Asterisk channel {channel_id} (queued)",
+        f"CRM call id: {record.id}",
+    ]
+    assert PASSWORD not in output.decode()
+
+
+async def test_a_dialplan_target_still_goes_back_to_the_dialplan(
+    fake_asterisk: FakeAsterisk,
+) -> None:
+    caller = await fake_asterisk.inject_call()
+    async with AriClient(fake_asterisk.base_url, USERNAME, PASSWORD, APP) as client:
+        control = CallControl(client, caller, close_line=lambda _: None, dial_template=DIAL)
+        outcome = await control.transfer(
+            "dialplan:sales", whisper=None, ring_timeout=1, caller_id=None
+        )
+    assert outcome.status is TransferStatus.ANSWERED and control.handed_off
+    handoff = await fake_asterisk.wait_request("POST", f"/channels/{caller}/continue")
+    assert (handoff.query["extension"], handoff.query["priority"]) == ("sales", "1")
+    assert originated(fake_asterisk) == []
+
+
+def test_why_a_dialled_channel_was_not_answered() -> None:
+    assert unanswered_status(17) is TransferStatus.BUSY
+    assert unanswered_status(19) is TransferStatus.NO_ANSWER
+    assert unanswered_status(34) is TransferStatus.FAILED
+    assert unanswered_status(0, "BUSY") is TransferStatus.BUSY  # a Local channel's way
+    assert unanswered_status(0, "CHANUNAVAIL") is TransferStatus.FAILED
