@@ -149,8 +149,16 @@ class Database:
             self.engine, expire_on_commit=False, execution_options={_READ_ONLY: True}
         )
         self.quick_sessionmaker = async_sessionmaker(self.quick_engine, expire_on_commit=False)
+        # On PostgreSQL a quick read (a call's row, a token, a contact, one timeline page)
+        # runs in autocommit: each statement reads its own snapshot, and the unit of work
+        # saves the BEGIN and COMMIT round trips, about a third of its time.
+        quick_reader = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "postgresql"
+            else self.quick_engine
+        )
         self.quick_read_sessionmaker = async_sessionmaker(
-            self.quick_engine, expire_on_commit=False, execution_options={_READ_ONLY: True}
+            quick_reader, expire_on_commit=False, execution_options={_READ_ONLY: True}
         )
 
     @asynccontextmanager
@@ -167,7 +175,9 @@ class Database:
         runs on the event loop's own thread (`sqlite_inline`): each statement costs what
         SQLite costs, not a trip to a worker thread and back. Anything that may scan
         (searches, exports, bulk changes) must not say `quick`: it would hold up every
-        call while it runs. PostgreSQL ignores it.
+        call while it runs. On PostgreSQL, `quick` and `read_only` together run in
+        autocommit, with no BEGIN and COMMIT: the statements of such a unit must not
+        need to see one snapshot.
         """
         if read_only:
             maker = self.quick_read_sessionmaker if quick else self.read_sessionmaker
