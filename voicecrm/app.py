@@ -42,7 +42,7 @@ from voicecrm.speech.factory import speech_to_text, text_to_speech
 from voicecrm.storage import Database
 from voicecrm.storage.migrate import upgrade
 from voicecrm.telephony.ari import AriClient, AriEvents
-from voicecrm.telephony.ari.dialling import check_dial_template
+from voicecrm.telephony.ari.dialling import check_dial_template, check_sip_dial_template
 from voicecrm.telephony.ari.stasis import AriApplication, AriServices
 from voicecrm.telephony.twilio import media_stream as twilio_media
 from voicecrm.telephony.twilio import webhooks as twilio_webhooks
@@ -287,6 +287,9 @@ def build_app(
         dial_template = settings.ari_dial_template
         if dial_template is not None:
             check_dial_template(dial_template)  # refuses to start on one that cannot dial
+        sip_dial_template = settings.ari_sip_dial_template
+        if sip_dial_template is not None:
+            check_sip_dial_template(sip_dial_template)
         async with aiohttp.ClientSession() as session:
             client = AriClient(
                 settings.ari_url, settings.ari_user, password, settings.ari_app, session
@@ -309,7 +312,9 @@ def build_app(
                 client,
                 events,
                 media_host=settings.ari_media_host,
+                media_bind=settings.ari_media_bind,
                 dial_template=dial_template,
+                sip_dial_template=sip_dial_template,
             )
             app[ARI] = application
             application.start()

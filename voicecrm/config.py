@@ -119,12 +119,23 @@ class Settings(BaseModel):
         description="Address Asterisk sends a call's RTP to (ExternalMedia external_host); "
         "the service listens for it there.",
     )
+    ari_media_bind: str | None = Field(
+        None,
+        description="Address the RTP sockets bind to, when it differs from the one Asterisk "
+        "is told (behind NAT or in a container: 0.0.0.0); unset: VOICECRM_ARI_MEDIA_HOST.",
+    )
     ari_dial_template: str | None = Field(
         None,
         description="How Asterisk dials a number, {number} standing for it "
         "(PJSIP/{number}@trunk): transfers then dial and bridge the target themselves, and "
         "`voicecrm call` can place calls through Asterisk. Unset: transfers continue in the "
         "dialplan at the target extension.",
+    )
+    ari_sip_dial_template: str | None = Field(
+        None,
+        description="How Asterisk dials a SIP URI transfer target (sip:alice@example.com), "
+        "{address} standing for it without the scheme (PJSIP/{address}); unset: SIP targets "
+        "fail, and the log says so.",
     )
     stt_provider: Literal["auto", "openai", "offline"] = Field(
         "auto",

@@ -51,6 +51,8 @@ from voicecrm.telephony.ari.dialling import (
     TRANSFER_ARG,
     TRANSFER_PREFIX,
     check_dial_template,
+    check_sip_dial_template,
+    sip_endpoint,
     unanswered_status,
 )
 from voicecrm.telephony.ari.outbound import AriOutbound, check_configured
@@ -299,6 +301,27 @@ async def test_a_busy_callee_closes_the_outbound_call_as_busy(
     assert not fake_asterisk.peers  # nothing was answered, nothing was said
 
 
+@pytest.mark.parametrize(
+    ("outcome", "status"),
+    [("busy", "busy"), ("noanswer", "no-answer"), ("congestion", "failed")],
+)
+async def test_the_dial_status_says_why_an_outbound_call_was_not_answered(
+    service: AriApplication,
+    outbound: AriOutbound,
+    fake_asterisk: FakeAsterisk,
+    database: Database,
+    outcome: str,
+    status: str,
+) -> None:
+    """Through a Local channel the cause is 0, which alone would read as no answer."""
+    fake_asterisk.dial_outcome = outcome
+    fake_asterisk.unanswered_cause = 0
+    await outbound.place(OutboundRequest(to=CALLEE, scenario="reminder"))
+    await service.caught_up(fake_asterisk.events_sent)
+    await finished(service)
+    assert (await the_call(database)).status == status
+
+
 async def test_an_outbound_refusal_is_typed_and_closes_the_call_as_failed(
     outbound: AriOutbound, fake_asterisk: FakeAsterisk, database: Database
 ) -> None:
@@ -387,3 +410,48 @@ def test_why_a_dialled_channel_was_not_answered() -> None:
     assert unanswered_status(34) is TransferStatus.FAILED
     assert unanswered_status(0, "BUSY") is TransferStatus.BUSY  # a Local channel's way
     assert unanswered_status(0, "CHANUNAVAIL") is TransferStatus.FAILED
+
+
+async def test_a_sip_target_is_dialled_through_its_own_template(
+    fake_asterisk: FakeAsterisk,
+) -> None:
+    caller = await fake_asterisk.inject_call()
+    fake_asterisk.dial_outcome = "busy"
+    async with AriClient(fake_asterisk.base_url, USERNAME, PASSWORD, APP) as client:
+        control = CallControl(
+            client,
+            caller,
+            close_line=lambda _: None,
+            dial_template=DIAL,
+            sip_dial_template="PJSIP/{address}",
+        )
+        outcome = await control.transfer(
+            "sip:alice@example.com", whisper=None, ring_timeout=0.2, caller_id=None
+        )
+    assert outcome.status is not TransferStatus.ANSWERED  # nobody feeds it the Dial events
+    (dial,) = [r for r in fake_asterisk.requests if r.method == "POST" and r.path == "/channels"]
+    assert dial.query["endpoint"] == "PJSIP/alice@example.com"
+
+
+async def test_a_sip_target_without_a_sip_template_fails_and_says_why(
+    fake_asterisk: FakeAsterisk,
+) -> None:
+    caller = await fake_asterisk.inject_call()
+    async with AriClient(fake_asterisk.base_url, USERNAME, PASSWORD, APP) as client:
+        control = CallControl(client, caller, close_line=lambda _: None, dial_template=DIAL)
+        outcome = await control.transfer(
+            "sip:alice@example.com", whisper=None, ring_timeout=1, caller_id=None
+        )
+    assert outcome.status is TransferStatus.FAILED
+    assert outcome.detail is not None and "VOICECRM_ARI_SIP_DIAL_TEMPLATE" in outcome.detail
+    assert originated(fake_asterisk) == []
+
+
+def test_sip_templates_are_checked_and_filled() -> None:
+    assert sip_endpoint("PJSIP/trunk/sip:{address}", "sip:bob@pbx.example") == (
+        "PJSIP/trunk/sip:bob@pbx.example"
+    )
+    assert check_sip_dial_template("PJSIP/{address}") == "PJSIP/{address}"
+    for bad in ("PJSIP/alice", "{address}"):
+        with pytest.raises(ConfigurationError, match="VOICECRM_ARI_SIP_DIAL_TEMPLATE"):
+            check_sip_dial_template(bad)

@@ -73,6 +73,15 @@ SCENARIOS = {
           bye:
             say: "Goodbye."
     """,
+    "voicemail.yaml": """
+        name: voicemail
+        numbers: ["+14155550102"]
+        steps:
+          leave:
+            voicemail: {prompt: "Please leave a message.", max_seconds: 30}
+          bye:
+            say: "Thanks, goodbye."
+    """,
 }
 
 
@@ -101,20 +110,28 @@ def settings(
         ari_password=SecretStr(PASSWORD),
         ari_app=APP,
         ari_media_host="127.0.0.1",
+        recordings_dir=str(tmp_path / "recordings"),
     )
 
 
 @pytest.fixture
-async def service(
+async def running(
     aiohttp_client: AiohttpClient, settings: Settings, world: TeamWorld, fake_asterisk: FakeAsterisk
-) -> AsyncIterator[AriApplication]:
-    """The running service's Stasis application, connected to the fake Asterisk."""
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """The running service (its HTTP API too), connected to the fake Asterisk."""
     client: TestClient[Any, Any] = await aiohttp_client(build_app(settings))
     await fake_asterisk.wait_connected()
     try:
-        yield client.app[ARI]
+        yield client
     finally:
         await client.close()  # before the fake Asterisk goes, or the app would redial it
+
+
+@pytest.fixture
+def service(running: TestClient[Any, Any]) -> AriApplication:
+    """The running service's Stasis application."""
+    application: AriApplication = running.app[ARI]
+    return application
 
 
 async def finished(application: AriApplication) -> None:
@@ -355,3 +372,29 @@ async def test_a_blocked_caller_is_hung_up_and_on_the_timeline_as_blocked(
 def test_a_stasis_argument_can_name_the_scenario() -> None:
     assert scenario_argument(("inbound", "scenario=menu")) == "menu"
     assert scenario_argument(("inbound", "+14155550100")) is None
+
+
+async def test_media_binds_to_all_addresses_while_asterisk_is_told_the_loopback(
+    aiohttp_client: AiohttpClient,
+    settings: Settings,
+    world: TeamWorld,
+    fake_asterisk: FakeAsterisk,
+    openai_server: FakeOpenAI,
+) -> None:
+    """Behind NAT: the socket listens on 0.0.0.0, ExternalMedia is sent to 127.0.0.1."""
+    openai_server.script += [speech(3.0)]
+    fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
+    nat = settings.model_copy(update={"ari_media_bind": "0.0.0.0"})
+    client: TestClient[Any, Any] = await aiohttp_client(build_app(nat))
+    try:
+        await fake_asterisk.wait_connected()
+        channel_id = await fake_asterisk.inject_call("+14155550129", "+14155550101")
+        peer = await fake_asterisk.wait_peer()
+        async with asyncio.timeout(CALL_TIMEOUT):
+            await peer.heard_speech.wait()  # Asterisk's packets reached the line, and ours it
+        (media,) = [r for r in fake_asterisk.requests if r.path == "/channels/externalMedia"]
+        assert media.query["external_host"].startswith("127.0.0.1:")
+        await fake_asterisk.hang_up(channel_id)
+        await finished(client.app[ARI])
+    finally:
+        await client.close()

@@ -23,7 +23,19 @@ says: the application is subscribed to the new channel at once, progress
 with the `appArgs` only on answer; a channel never answered ends with
 `ChannelDestroyed` and no StasisStart. `dial_outcome` says what the dialled
 phone does: "answer" at once, "busy" (Dial BUSY, ChannelDestroyed cause 17),
-or "ring" until hung up (or until `answer_originated`).
+"congestion" (Dial CONGESTION, cause 34), "noanswer" (Dial RINGING then
+NOANSWER, cause 19), or "ring" until hung up (or until `answer_originated`);
+`unanswered_cause` replaces those causes (0, as a Local channel may report).
+
+Recording (`POST /channels/{id}/record`, refused with 409 while the channel is
+in a bridge) answers the LiveRecording `queued`, then sends RecordingStarted;
+the message ends, with RecordingFinished and a stored WAV file of
+`voicemail_audio` (served at `/recordings/stored/{name}/file`, deleted with
+`DELETE /recordings/stored/{name}`), when the test presses the finishing key
+(`press`: the ChannelDtmfReceived comes first, as Asterisk reports every key),
+calls `finish_recording`, stops it over ARI, or hangs the caller up (the partial
+message is kept, and its RecordingFinished comes before the StasisEnd).
+`fail_request` makes the next request to one path fail.
 
 An RTP ExternalMedia channel comes with a small RTP peer (`RtpPeer`): a UDP
 socket that, as Asterisk does, streams 20 ms PCMU frames to `external_host`
@@ -35,7 +47,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import itertools
+import wave
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +68,13 @@ PASSWORD = "ari-test-secret"
 APP = "voicecrm"
 ASTERISK_ID = "02:42:ac:11:00:02"
 RECORDING_FORMATS = frozenset({"wav", "wav16", "gsm", "ulaw", "alaw", "sln", "sln16"})
-HANGUP_CAUSES = {"normal": 16, "busy": 17, "no_answer": 19, "rejected": 21, "congestion": 34}
+HANGUP_CAUSES = {
+    "normal": 16,
+    "busy": 17,
+    "no_answer": 19,
+    "rejected": 21,
+    "congestion": 34,
+}
 
 Json = dict[str, Any]
 BODY = web.RequestKey("body", object)  # the decoded JSON body, read once by the middleware
@@ -215,12 +235,18 @@ class FakeAsterisk:
         self.subscribed: dict[str, str] = {}  # originated, not yet in Stasis -> application
         self.originate_args: dict[str, list[str]] = {}  # originated channel id -> appArgs
         self.dial_outcome = "answer"  # what the next originated channel does: answer/busy/ring
+        # The cause an unanswered originated channel is destroyed with; None: the Q.850 one
+        # (17 busy, 19 no answer). Through a Local channel Asterisk may give 0 instead.
+        self.unanswered_cause: int | None = None
         self.variables: dict[str, dict[str, str]] = {}
         self.bridges: dict[str, Json] = {}
         self.playbacks: dict[str, Json] = {}
-        self.recordings: dict[str, Json] = {}
+        self.recordings: dict[str, Json] = {}  # live ones, and finished ones until stored
+        self.stored: dict[str, bytes] = {}  # finished recordings' files, by name
+        self.voicemail_audio: bytes = b"\x00\x10" * 8000  # 16-bit 8 kHz PCM a message holds
         self.requests: list[Request] = []
         self.failures: deque[AriFailure] = deque()
+        self.path_failures: dict[tuple[str, str], AriFailure] = {}
         self.sockets: dict[web.WebSocketResponse, frozenset[str]] = {}
         self.connections = 0  # event sockets ever accepted
         self.events_sent = 0  # events sent on any socket: what a listener has to catch up with
@@ -251,6 +277,8 @@ class FakeAsterisk:
             ("POST", "/ari/channels/{id}/variable", self._set_variable),
             ("DELETE", "/ari/playbacks/{id}", self._stop_playback),
             ("POST", "/ari/recordings/live/{name}/stop", self._stop_recording),
+            ("GET", "/ari/recordings/stored/{name}/file", self._stored_file),
+            ("DELETE", "/ari/recordings/stored/{name}", self._delete_stored),
             ("POST", "/ari/bridges", self._create_bridge),
             ("DELETE", "/ari/bridges/{id}", self._destroy_bridge),
             ("POST", "/ari/bridges/{id}/addChannel", self._add_channel),
@@ -263,6 +291,51 @@ class FakeAsterisk:
 
     def fail_next(self, status: int, message: str) -> None:
         self.failures.append(AriFailure(status, message))
+
+    def fail_request(self, method: str, path: str, status: int, message: str) -> None:
+        """The next `method` request to `path` (without /ari) fails with `status`."""
+        self.path_failures[(method, path)] = AriFailure(status, message)
+
+    def live_recording(self, channel_id: str) -> str | None:
+        """The name of the recording running on the channel, if one is."""
+        return next(
+            (
+                name
+                for name, recording in self.recordings.items()
+                if recording["target_uri"] == f"channel:{channel_id}"
+                and recording["state"] == "recording"
+            ),
+            None,
+        )
+
+    async def finish_recording(self, name: str, *, talking: bool = True) -> None:
+        """The message ends (silence, the time limit): its file is stored, then
+        RecordingFinished."""
+        recording = self.recordings[name]
+        audio = self.voicemail_audio
+        seconds = len(audio) // 16000
+        recording.update(
+            state="done",
+            duration=seconds,
+            talking_duration=seconds if talking else 0,
+            silence_duration=0 if talking else seconds,
+        )
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(8000)
+            wav.writeframes(audio)
+        self.stored[name] = buffer.getvalue()
+        channel_id = str(recording["target_uri"]).removeprefix("channel:")
+        await self.emit(
+            {
+                "type": "RecordingFinished",
+                "recording": {k: v for k, v in recording.items() if k != "terminate_on"},
+            },
+            self.in_stasis.get(channel_id, APP),
+        )
+        await self._notify()
 
     async def wait_connected(self, count: int = 1) -> None:
         """Returns once `count` event sockets have ever been accepted (1 = the first)."""
@@ -373,10 +446,17 @@ class FakeAsterisk:
             channel_id,
             {"type": "ChannelDtmfReceived", "digit": digit, "duration_ms": duration_ms},
         )
+        name = self.live_recording(channel_id)
+        if name is not None and self.recordings[name]["terminate_on"] in (digit, "any"):
+            await self.finish_recording(name)
 
     async def hang_up(self, channel_id: str, cause: int = 16) -> None:
-        """The caller hangs up: ChannelHangupRequest, StasisEnd, ChannelDestroyed."""
+        """The caller hangs up: ChannelHangupRequest, (the end of a recording running on
+        the channel, which keeps what it holds,) StasisEnd, ChannelDestroyed."""
         await self._emit_for(channel_id, {"type": "ChannelHangupRequest", "cause": cause})
+        name = self.live_recording(channel_id)
+        if name is not None:
+            await self.finish_recording(name)
         await self._destroy(channel_id, cause)
 
     async def finish_playback(self, playback_id: str) -> None:
@@ -529,7 +609,10 @@ class FakeAsterisk:
             raise AriFailure(400, "Missing required parameter")
         if fmt not in RECORDING_FORMATS:
             raise AriFailure(422, "Recording format does not exist")
-        if name in self.recordings:
+        if any(channel["id"] in bridge["channels"] for bridge in self.bridges.values()):
+            raise AriFailure(409, "Channel is in a bridge")
+        if_exists = request.query.get("ifExists", "fail")
+        if (name in self.recordings or name in self.stored) and if_exists == "fail":
             raise AriFailure(409, "Recording name already in use")
         recording: Json = {
             "name": name,
@@ -537,19 +620,33 @@ class FakeAsterisk:
             "target_uri": f"channel:{channel['id']}",
             "state": "queued",
         }
-        self.recordings[name] = recording
-        return web.json_response(recording, status=201)
+        self.recordings[name] = {**recording, "terminate_on": request.query.get("terminateOn")}
+        answer = web.json_response(recording, status=201)
+        self.recordings[name]["state"] = "recording"
+        started = {**recording, "state": "recording"}
+        await self.emit(
+            {"type": "RecordingStarted", "recording": started}, self.in_stasis[channel["id"]]
+        )
+        return answer
 
     async def _stop_recording(self, request: web.Request) -> web.Response:
         recording = self.recordings.get(request.match_info["name"])
-        if recording is None or recording["state"] == "done":
+        if recording is None or recording["state"] != "recording":
             raise AriFailure(404, "Recording not found")
-        recording.update(state="done", duration=1, talking_duration=1, silence_duration=0)
-        channel_id = str(recording["target_uri"]).removeprefix("channel:")
-        await self.emit(
-            {"type": "RecordingFinished", "recording": recording},
-            self.in_stasis.get(channel_id, APP),
-        )
+        await self.finish_recording(request.match_info["name"])
+        return web.Response(status=204)
+
+    async def _stored_file(self, request: web.Request) -> web.Response:
+        data = self.stored.get(request.match_info["name"])
+        if data is None:
+            raise AriFailure(404, "Recording not found")
+        return web.Response(body=data, content_type="audio/wav")
+
+    async def _delete_stored(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if self.stored.pop(name, None) is None:
+            raise AriFailure(404, "Recording not found")
+        self.recordings.pop(name, None)
         return web.Response(status=204)
 
     async def _dtmf(self, request: web.Request) -> web.Response:
@@ -620,13 +717,19 @@ class FakeAsterisk:
         self.originate_args[new_id] = [a for a in request.query.get("appArgs", "").split(",") if a]
         outcome = self.dial_outcome
         dial: Json = {"type": "Dial", "peer": channel, "dialstring": endpoint}
-        if outcome == "busy":
-            await self.emit({**dial, "dialstatus": "BUSY"}, application)
-            await self._destroy(new_id, HANGUP_CAUSES["busy"])
+        cause = self.unanswered_cause
+        if outcome in ("busy", "congestion"):
+            status = "BUSY" if outcome == "busy" else "CONGESTION"
+            await self.emit({**dial, "dialstatus": status}, application)
+            await self._destroy(new_id, HANGUP_CAUSES[outcome] if cause is None else cause)
             return answer
         await self.emit({**dial, "dialstatus": "RINGING"}, application)
         channel["state"] = "Ringing"
         await self.emit({"type": "ChannelStateChange", "channel": channel}, application)
+        if outcome == "noanswer":
+            await self.emit({**dial, "dialstatus": "NOANSWER"}, application)
+            await self._destroy(new_id, HANGUP_CAUSES["no_answer"] if cause is None else cause)
+            return answer
         if outcome == "answer":
             await self.emit({**dial, "dialstatus": "ANSWER"}, application)
             await self.answer_originated(new_id)
@@ -806,8 +909,11 @@ class FakeAsterisk:
             )
             async with self._changed:
                 self._changed.notify_all()
-            if self.failures:
-                failure = self.failures.popleft()
+            planned = self.path_failures.pop(
+                (request.method, request.path.removeprefix("/ari")), None
+            )
+            if self.failures or planned is not None:
+                failure = planned or self.failures.popleft()
                 return web.json_response({"message": failure.message}, status=failure.status)
         try:
             return await handler(request)

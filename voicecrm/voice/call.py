@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from types import TracebackType
@@ -37,8 +38,18 @@ from voicecrm.calls.latency import TurnLatency
 from voicecrm.voice.line import AudioLine
 from voicecrm.voice.listener import Closed, DigitPressed, InboxItem, Listener, TimedOut
 from voicecrm.voice.playback import Playback
-from voicecrm.voice.ports import PcmAudio, RecordingSink, SpeechToText, TextToSpeech
+from voicecrm.voice.ports import (
+    CarrierRecorder,
+    CarrierRecording,
+    PcmAudio,
+    RecordingSink,
+    SpeechProviderError,
+    SpeechToText,
+    TextToSpeech,
+)
 from voicecrm.voice.settings import VoiceSettings
+
+log = logging.getLogger(__name__)
 
 TurnObserver = Callable[[TurnLatency], None]
 _BEEP_FRAMES = 15  # 300 ms
@@ -73,9 +84,11 @@ class VoiceCall:
         clock: Callable[[], float] = time.perf_counter,
         on_turn: TurnObserver | None = None,
         recordings: RecordingSink | None = None,
+        recorder: CarrierRecorder | None = None,
     ) -> None:
         self._line = line
         self._recordings = recordings
+        self._recorder = recorder
         self._stt = stt
         self._tts = tts
         self.settings = settings or VoiceSettings()
@@ -283,8 +296,14 @@ class VoiceCall:
     async def record(
         self, *, max_seconds: float, beep: bool = True, finish_on_key: str | None = "#"
     ) -> Recording | None:
-        """Voicemail: everything from the beep to a long silence, the key, or `max_seconds`."""
+        """Voicemail: everything from the beep to a long silence, the key, or `max_seconds`.
+
+        A carrier that records itself (`recorder`) does it all on its side; the
+        listener is muted meanwhile, so the caller's message neither barges in nor
+        answers a later question."""
         self._check_open()
+        if self._recorder is not None:
+            return await self._carrier_record(max_seconds, beep, finish_on_key)
         if beep:
             for frame in _beep():
                 await self._line.send(frame)
@@ -325,6 +344,34 @@ class VoiceCall:
             duration_seconds=round(audio.seconds, 1),
             transcript=transcript.text.strip() or None,
         )
+
+    async def _carrier_record(
+        self, max_seconds: float, beep: bool, finish_on_key: str | None
+    ) -> Recording | None:
+        assert self._recorder is not None
+        with self._listener.muted():
+            made = await self._recorder.record(
+                max_seconds=max_seconds, beep=beep, finish_on_key=finish_on_key
+            )
+        if made is None:
+            return None
+        return Recording(
+            url=made.url,
+            duration_seconds=round(made.seconds, 1),
+            transcript=await self._transcript_of(made),
+        )
+
+    async def _transcript_of(self, made: CarrierRecording) -> str | None:
+        """The message's words; none when its audio was not fetched, or the speech
+        provider failed (the message itself is kept either way)."""
+        if made.audio is None or not made.audio.pcm:
+            return None
+        try:
+            transcript = await self._stt.transcribe(made.audio, language=self._language)
+        except SpeechProviderError as error:
+            log.warning("call %s: the voicemail was not transcribed: %s", self.info.call_id, error)
+            return None
+        return transcript.text.strip() or None
 
     async def echo(self, seconds: float) -> None:
         """The caller's own frames go straight back: a line and latency test."""

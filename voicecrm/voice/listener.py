@@ -13,7 +13,8 @@ real time: no timers, and tests may feed audio faster than real time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from voicecrm.audio.codec import ulaw_to_pcm16
@@ -73,6 +74,7 @@ class Listener:
         self._tokens = 0
         self.taps: list[FrameTap] = []
         self.on_close: list[Callable[[], None]] = []
+        self._muted = 0
 
     # ----------------------------------------------------------- timeouts
     def arm(self, seconds: float) -> int:
@@ -87,6 +89,19 @@ class Listener:
     def forget_speech(self) -> None:
         self._detector.reset()
 
+    @contextlib.contextmanager
+    def muted(self) -> Iterator[None]:
+        """While the carrier handles the caller itself (its own recording), frames are
+        counted but not heard and keys are dropped: no barge-in, no utterance, nothing
+        left in the inbox for the next question."""
+        self._muted += 1
+        try:
+            yield
+        finally:
+            self._muted -= 1
+            if not self._muted:
+                self._detector.reset()
+
     # ----------------------------------------------------------- the reader
     async def run(self) -> None:
         reason = "the line closed"
@@ -96,6 +111,8 @@ class Listener:
                     for frame in self._framer.push(event.payload):
                         await self._frame(frame)
                 elif isinstance(event, Dtmf):
+                    if self._muted:
+                        continue
                     self.inbox.put_nowait(DigitPressed(event.digit, self.frames))
                     await self._on_speech()
                 elif isinstance(event, LineClosed):
@@ -108,6 +125,9 @@ class Listener:
                 hook()
 
     async def _frame(self, ulaw: bytes) -> None:
+        if self._muted:
+            self.frames += 1
+            return
         pcm = ulaw_to_pcm16(ulaw)
         event = self._detector.feed(pcm, self._vad.is_speech(pcm))
         self.frames += 1

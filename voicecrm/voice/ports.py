@@ -79,3 +79,27 @@ class RecordingSink(Protocol):
     async def save(self, channel: str, external_call_id: str, pcm: bytes, sample_rate: int) -> str:
         """Keep a recording of the call; returns the URL to link it from."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierRecording:
+    """A message the carrier recorded itself and the recorder has already kept.
+
+    `audio` is what was kept, for the transcript; None when the carrier made the
+    recording but it could not be fetched (the recorder logged why, and `url`
+    says where the carrier still holds it), so the call still says a message
+    was left."""
+
+    url: str
+    seconds: float
+    audio: PcmAudio | None = None
+
+
+class CarrierRecorder(Protocol):
+    async def record(
+        self, *, max_seconds: float, beep: bool, finish_on_key: str | None
+    ) -> CarrierRecording | None:
+        """Record the caller on the carrier's side (its own beep, silence detection and
+        keys) and keep the file; None when nothing was recorded. A caller hanging up
+        mid-message ends the recording, and what was said is returned."""
+        ...

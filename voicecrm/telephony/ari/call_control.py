@@ -29,7 +29,14 @@ from dataclasses import dataclass, field
 
 from voicecrm.calls.interface import CallEnded, TransferOutcome, TransferStatus
 from voicecrm.telephony.ari.client import AriClient
-from voicecrm.telephony.ari.dialling import TRANSFER_ARG, TRANSFER_PREFIX, Leg, dial_endpoint
+from voicecrm.telephony.ari.dialling import (
+    TRANSFER_ARG,
+    TRANSFER_PREFIX,
+    Leg,
+    dial_endpoint,
+    is_sip_target,
+    sip_endpoint,
+)
 from voicecrm.telephony.ari.errors import AriError, ChannelGone
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,7 @@ class CallControl:
     close_line: Callable[[str], None]
     transfer_context: str | None = None
     dial_template: str | None = None
+    sip_dial_template: str | None = None
     caller_number: str = ""
     legs: MutableMapping[str, Leg] = field(default_factory=dict)
     media_bridge: Callable[[], str | None] = lambda: None
@@ -131,11 +139,26 @@ class CallControl:
         caller_id: str | None,
     ) -> TransferOutcome:
         """Dials `target` and bridges it with the caller when a dial template is
-        configured; otherwise (or for a `dialplan:EXTEN` target) hands the caller back
-        to the dialplan. A whisper is not played either way: it would need the target's
-        own media."""
+        configured (a `sip:` target through the SIP one, which it needs); otherwise (or
+        for a `dialplan:EXTEN` target) hands the caller back to the dialplan. A whisper
+        is not played either way: it would need the target's own media."""
         if whisper:
             log.info("asterisk call %s: a whisper is not played on a transfer", self.channel_id)
+        if is_sip_target(target):
+            if self.sip_dial_template is None:
+                log.error(
+                    "asterisk call %s: cannot transfer to %s: SIP targets need "
+                    "VOICECRM_ARI_SIP_DIAL_TEMPLATE",
+                    self.channel_id,
+                    target,
+                )
+                return TransferOutcome(
+                    TransferStatus.FAILED,
+                    detail=f"{target}: SIP targets need VOICECRM_ARI_SIP_DIAL_TEMPLATE",
+                )
+            return await self._dial_and_bridge(
+                sip_endpoint(self.sip_dial_template, target), ring_timeout, caller_id
+            )
         if self.dial_template is None or target.startswith(DIALPLAN_TARGET):
             return await self._continue_in_dialplan(target.removeprefix(DIALPLAN_TARGET))
         return await self._dial_and_bridge(

@@ -345,6 +345,13 @@ class AriClient:
         """Stops a live recording and keeps the file."""
         await self._request("POST", "recordings", "live", name, "stop")
 
+    async def stored_recording_file(self, name: str) -> bytes:
+        """The finished recording's file (a WAV for format `wav`), as Asterisk stored it."""
+        return await self._request_bytes("GET", "recordings", "stored", name, "file")
+
+    async def delete_stored_recording(self, name: str) -> None:
+        await self._request("DELETE", "recordings", "stored", name)
+
     async def send_dtmf(
         self,
         channel_id: str,
@@ -535,6 +542,29 @@ class AriClient:
         body: Mapping[str, Any] | None = None,
     ) -> Any:
         """One ARI request: the parsed JSON answer (None for 204), or a typed error."""
+        url, content = await self._send(method, segments, params, body)
+        text = content.decode("utf-8", errors="replace")
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise AriProtocolError(f"{method} {url} answered with non-JSON") from None
+
+    async def _request_bytes(self, method: str, *segments: str) -> bytes:
+        """One ARI request whose answer is a file, not JSON."""
+        _, content = await self._send(method, segments, None, None)
+        return content
+
+    async def _send(
+        self,
+        method: str,
+        segments: Sequence[str],
+        params: Params | None,
+        body: Mapping[str, Any] | None,
+    ) -> tuple[str, bytes]:
+        """The request's URL and answer body; Asterisk's refusals and an unreachable
+        Asterisk become typed errors here, once."""
         url = "/".join([self.root, *(quote(segment, safe="") for segment in segments)])
         query = {key: _param(value) for key, value in (params or {}).items() if value is not None}
         if self._session is None:
@@ -548,20 +578,16 @@ class AriClient:
                 headers=self._headers,
                 timeout=self._timeout,
             ) as response:
-                text = await response.text()
+                content = await response.read()
                 status = response.status
                 reason = response.reason or ""
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
             detail = str(error) or type(error).__name__
             raise AriUnavailable(0, f"{method} {url}: {detail}") from error
         if status >= 400:
+            text = content.decode("utf-8", errors="replace")
             raise error_for_status(status, _message(text) or reason)
-        if not text.strip():
-            return None
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise AriProtocolError(f"{method} {url} answered with non-JSON") from None
+        return url, content
 
 
 def _param(value: str | int | bool) -> str:

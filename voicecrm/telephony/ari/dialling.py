@@ -27,6 +27,8 @@ ORIGINATED_PREFIX = "voicecrm-out-"  # an outbound call placed by `AriOutbound`
 TRANSFER_ARG = "voicecrm-transfer"  # Stasis args: TRANSFER_ARG, the caller's channel id
 OUTBOUND_ARG = "voicecrm-outbound"  # Stasis args: OUTBOUND_ARG, call_id=N (the call's row)
 NUMBER = "{number}"
+ADDRESS = "{address}"  # a SIP target without its scheme: alice@example.com
+SIP_SCHEMES = ("sip:", "sips:")
 
 # Dial statuses and Q.850 causes that mean the far end will not answer.
 _BUSY_DIALSTATUS = frozenset({"BUSY"})
@@ -44,12 +46,31 @@ def dial_endpoint(template: str, number: str) -> str:
 
 def check_dial_template(template: str) -> str:
     """Refuses a template that could not dial anyone (no `{number}`, no technology)."""
-    if NUMBER not in template or "/" not in template.split(NUMBER)[0]:
+    return _check_template("VOICECRM_ARI_DIAL_TEMPLATE", template, NUMBER, "PJSIP/{number}@trunk")
+
+
+def _check_template(setting: str, template: str, placeholder: str, example: str) -> str:
+    if placeholder not in template or "/" not in template.split(placeholder)[0]:
         raise ConfigurationError(
-            f"VOICECRM_ARI_DIAL_TEMPLATE {template!r} needs a technology and {NUMBER}, "
-            "e.g. PJSIP/{number}@trunk"
+            f"{setting} {template!r} needs a technology and {placeholder}, e.g. {example}"
         )
     return template
+
+
+def is_sip_target(target: str) -> bool:
+    return target.lower().startswith(SIP_SCHEMES)
+
+
+def sip_endpoint(template: str, target: str) -> str:
+    """`sip:alice@example.com` as Asterisk dials it through `template`
+    (`PJSIP/{address}` gives `PJSIP/alice@example.com`)."""
+    address = target.split(":", 1)[1]
+    return template.replace(ADDRESS, address)
+
+
+def check_sip_dial_template(template: str) -> str:
+    """Refuses a SIP template that could not dial anyone (no `{address}`, no technology)."""
+    return _check_template("VOICECRM_ARI_SIP_DIAL_TEMPLATE", template, ADDRESS, "PJSIP/{address}")
 
 
 def is_own_channel(channel_id: str, args: tuple[str, ...]) -> bool:

@@ -87,7 +87,19 @@ class PlaybackFinished(_Base):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RecordingStarted(_Base):
+    recording: LiveRecording
+
+
+@dataclass(frozen=True, kw_only=True)
 class RecordingFinished(_Base):
+    recording: LiveRecording
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingFailed(_Base):
+    """`recording.cause` says why."""
+
     recording: LiveRecording
 
 
@@ -121,7 +133,9 @@ Event = (
     | ChannelTalkingFinished
     | PlaybackStarted
     | PlaybackFinished
+    | RecordingStarted
     | RecordingFinished
+    | RecordingFailed
     | Dial
     | Unknown
 )
@@ -242,6 +256,8 @@ _READERS: dict[str, _Reader] = {
     ),
     "PlaybackStarted": lambda d, b: PlaybackStarted(playback=_playback(d), **b),
     "PlaybackFinished": lambda d, b: PlaybackFinished(playback=_playback(d), **b),
+    "RecordingStarted": lambda d, b: RecordingStarted(recording=_recording(d), **b),
     "RecordingFinished": lambda d, b: RecordingFinished(recording=_recording(d), **b),
+    "RecordingFailed": lambda d, b: RecordingFailed(recording=_recording(d), **b),
     "Dial": _dial,
 }

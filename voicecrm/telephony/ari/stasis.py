@@ -36,18 +36,12 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from voicecrm.accounts.actor import Actor
 from voicecrm.calls.interface import CallInfo, Direction
 from voicecrm.crm import call_log
-from voicecrm.crm.call_log import NewCall
 from voicecrm.errors import NotFound, VoiceCRMError
 from voicecrm.scenarios.crm_actions import ScenarioCRM
-from voicecrm.scenarios.library import ScenarioRegistry
 from voicecrm.scenarios.models import Scenario
-from voicecrm.scenarios.ports import HttpClient, LanguageModel
-from voicecrm.scenarios.runner import run_call
 from voicecrm.scenarios.state import CallState
-from voicecrm.storage import Database, utcnow
 from voicecrm.telephony.ari import events as ev
 from voicecrm.telephony.ari.call_control import CallControl
 from voicecrm.telephony.ari.client import AriClient, Channel
@@ -66,10 +60,15 @@ from voicecrm.telephony.ari.errors import (
     ChannelGone,
 )
 from voicecrm.telephony.ari.events_socket import Reconnected
+from voicecrm.telephony.ari.voicemail import AriRecorder
+from voicecrm.telephony.carrier_calls import (
+    CallServices,
+    answered_call_state,
+    blocked_scenario,
+    record_blocked,
+    run_voice_call,
+)
 from voicecrm.telephony.rtp.line import RtpMediaLine
-from voicecrm.telephony.voice_calls import SpeechProviders, voice_call
-from voicecrm.voice.call import TurnObserver
-from voicecrm.voice.ports import RecordingSink
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +87,9 @@ class EventSource(Protocol):
     async def aclose(self) -> None: ...
 
 
-@dataclass
-class AriServices:
-    """What a call needs from the rest of the service, built by the composition root."""
-
-    database: Database
-    actor: Actor
-    scenarios: ScenarioRegistry
-    providers: SpeechProviders
-    llm: LanguageModel | None = None
-    http: HttpClient | None = None
-    on_turn: TurnObserver | None = None
-    recordings: RecordingSink | None = None
-    blocked_callers: str = "reject"  # or the name of the scenario blocked callers get
+@dataclass(kw_only=True)
+class AriServices(CallServices):
+    """What the Stasis application's calls need, built by the composition root."""
 
 
 @dataclass
@@ -112,6 +101,7 @@ class _Call:
     media_id: str = field(default_factory=lambda: MEDIA_PREFIX + secrets.token_hex(8))
     bridge_id: str | None = None
     line: RtpMediaLine | None = None
+    recorder: AriRecorder | None = None
     ended: str | None = None
 
     def close(self, reason: str) -> None:
@@ -140,22 +130,29 @@ class AriApplication:
         events: EventSource,
         *,
         media_host: str = "127.0.0.1",
+        media_bind: str | None = None,
         transfer_context: str | None = None,
         dial_template: str | None = None,
+        sip_dial_template: str | None = None,
         stasis_timeout: float = STASIS_TIMEOUT,
     ) -> None:
         self.services = services
         self.client = client
         self.app = client.app
         self._events = events
-        self._media_host = media_host
+        self._media_host = media_host  # told to Asterisk (ExternalMedia external_host)
+        self._media_bind = media_bind or media_host  # where the RTP sockets listen
         self._transfer_context = transfer_context
         self._dial_template = dial_template
+        self._sip_dial_template = sip_dial_template
         self._stasis_timeout = stasis_timeout
         self._calls: dict[str, _Call] = {}  # by the caller's channel id
         self._media: dict[str, _Call] = {}  # by the ExternalMedia channel id
         self._media_started: dict[str, asyncio.Future[None]] = {}
         self._legs: dict[str, Leg] = {}  # transfer targets being dialled or bridged, by id
+        # The last Dial status of each outbound call not yet answered: with Local channels
+        # it alone says busy or no answer (the destroyed channel's cause may be 0).
+        self._dialstatus: dict[str, str] = {}
         self.events_handled = 0
         self._catching_up: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -258,14 +255,20 @@ class AriApplication:
             leg.on_event(event)
             return
         match event:
+            case ev.Dial(peer=peer, dialstatus=status) if (
+                status and peer.id.startswith(ORIGINATED_PREFIX) and peer.id not in self._calls
+            ):
+                self._dialstatus[peer.id] = status
             case ev.StasisStart(channel=channel, args=args):
+                self._dialstatus.pop(channel.id, None)
                 self._stasis_start(channel, args)
             case ev.StasisEnd(channel=channel):
                 self._left(channel.id, "the caller hung up")
             case ev.ChannelDestroyed(channel=channel, cause=number, cause_txt=cause):
                 if channel.id.startswith(ORIGINATED_PREFIX) and channel.id not in self._calls:
+                    dialstatus = self._dialstatus.pop(channel.id, "")
                     self._spawn(
-                        self._unanswered(channel.id, number),
+                        self._unanswered(channel.id, number, dialstatus),
                         f"ari-unanswered-{channel.id}",
                         call=True,
                     )
@@ -279,9 +282,19 @@ class AriApplication:
                 self._spawn(self._ringing(channel.id), f"ari-ringing-{channel.id}", call=True)
             case ev.ChannelDtmfReceived(channel=channel, digit=digit):
                 call = self._calls.get(channel.id)
+                if call is not None and call.recorder is not None and call.recorder.recording:
+                    return  # Asterisk's recording takes the keys (one may end the message)
                 if call is not None and call.line is not None:
                     with contextlib.suppress(ValueError):
                         call.line.push_dtmf(digit)
+            case (
+                ev.RecordingStarted(recording=recording)
+                | ev.RecordingFinished(recording=recording)
+                | ev.RecordingFailed(recording=recording)
+            ):
+                call = self._calls.get(recording.target_uri.removeprefix("channel:"))
+                if call is not None and call.recorder is not None:
+                    call.recorder.on_event(event)
             case ev.PlaybackFinished(playback=playback):
                 channel_id = playback.target_uri.removeprefix("channel:")
                 call = self._calls.get(channel_id)
@@ -313,6 +326,7 @@ class AriApplication:
             close_line=call.close,
             transfer_context=self._transfer_context,
             dial_template=self._dial_template,
+            sip_dial_template=self._sip_dial_template,
             caller_number=channel.caller_number,
             legs=self._legs,
             media_bridge=lambda: call.bridge_id,
@@ -360,15 +374,16 @@ class AriApplication:
             if record is not None:
                 await call_log.note_progress(session, record, "ringing")
 
-    async def _unanswered(self, channel_id: str, cause: int) -> None:
+    async def _unanswered(self, channel_id: str, cause: int, dialstatus: str) -> None:
         """An outbound call's channel ended before it answered: its row is closed with
-        why (a call that ran was closed by its run, and stays as it is)."""
+        why, the Dial status first and the hang-up cause when there was none (a call
+        that ran was closed by its run, and stays as it is)."""
         services = self.services
         async with services.database.transaction(quick=True) as session:
             record = await call_log.find_call(session, CHANNEL, channel_id)
             if record is None or record.ended_at is not None:
                 return
-            status = call_log_status(unanswered_status(cause))
+            status = call_log_status(unanswered_status(cause, dialstatus))
             log.info("asterisk: outbound call %s ended unanswered: %s", record.id, status)
             await call_log.finish_call(
                 session, services.actor, record.id, status=status, duration_seconds=0
@@ -432,7 +447,7 @@ class AriApplication:
                 services.database, services.actor
             ).ensure_caller(info)
             if blocked:
-                chosen = self._blocked_scenario()
+                chosen = blocked_scenario(services, CHANNEL)
                 if chosen is None:
                     await self._reject_blocked(call, info, contact_id)
                     return
@@ -444,34 +459,29 @@ class AriApplication:
             return
         line = RtpMediaLine(
             info,
-            host=self._media_host,
+            host=self._media_bind,
             on_play=call.control.play,
             on_transfer=call.control.transfer,
             on_hangup=call.control.hangup,
         )
         call.line = line
+        call.recorder = AriRecorder(
+            self.client,
+            call.channel.id,
+            call.control.gone,
+            lambda: call.bridge_id,
+            line=line,
+            sink=services.recordings,
+            channel=CHANNEL,
+        )
         await line.start()
         if call.ended is not None:
             line.close(call.ended)
             return
         await self._connect_media(call, line)
-        async with voice_call(
-            line,
-            scenario,
-            services.providers,
-            on_turn=services.on_turn,
-            recordings=services.recordings,
-        ) as voice:
-            await run_call(
-                services.database,
-                services.actor,
-                scenario,
-                voice,
-                channel=CHANNEL,
-                llm=services.llm,
-                http=services.http,
-                state=state,
-            )
+        await run_voice_call(
+            services, line, scenario, channel=CHANNEL, state=state, recorder=call.recorder
+        )
 
     async def _placed_call(
         self, call: _Call, call_id: int
@@ -503,18 +513,7 @@ class AriApplication:
                 log.error("asterisk: call %s's scenario %r is gone", call_id, record.scenario)
                 await call_log.finish_call(session, services.actor, record.id, status="failed")
                 return None
-            saved = dict(record.state or {})
-            state = CallState(
-                scenario=scenario.name,
-                step=scenario.first_step,
-                call_id=record.id,
-                contact_id=record.contact_id,
-                started_at=utcnow().isoformat(),
-                variables={
-                    "answered_by": "",
-                    "outbound": saved.get("outbound") or {"campaign": "", "metadata": {}},
-                },
-            )
+            state = answered_call_state(record, scenario, answered_by="")
             record.state = state.to_json()
             await call_log.note_progress(session, record, "in-progress")
             info = CallInfo(
@@ -539,32 +538,10 @@ class AriApplication:
             )
             return None
 
-    def _blocked_scenario(self) -> Scenario | None:
-        name = self.services.blocked_callers
-        if name == "reject":
-            return None
-        try:
-            return self.services.scenarios.library.get(name)
-        except NotFound:
-            log.error("asterisk: no scenario %r for blocked callers", name)
-            return None
-
     async def _reject_blocked(self, call: _Call, info: CallInfo, contact_id: int) -> None:
         """Refused before it is answered, and on the contact's timeline as blocked."""
-        services = self.services
-        async with services.database.transaction(quick=True) as session:
-            await call_log.record_blocked_call(
-                session,
-                services.actor,
-                NewCall(
-                    channel=CHANNEL,
-                    external_id=info.call_id,
-                    direction=info.direction.value,
-                    from_number=info.from_number,
-                    to_number=info.to_number,
-                    contact_id=contact_id,
-                ),
-            )
+        async with self.services.database.transaction(quick=True) as session:
+            await record_blocked(session, self.services, info, contact_id)
         await self._hang_up(call, "rejected")
 
     async def _connect_media(self, call: _Call, line: RtpMediaLine) -> None:
@@ -637,7 +614,14 @@ def _channel_of(event: ev.Event) -> str:
     match event:
         case ev.Dial(peer=peer):
             return peer.id
-        case ev.Unknown() | ev.PlaybackStarted() | ev.PlaybackFinished() | ev.RecordingFinished():
+        case (
+            ev.Unknown()
+            | ev.PlaybackStarted()
+            | ev.PlaybackFinished()
+            | ev.RecordingStarted()
+            | ev.RecordingFinished()
+            | ev.RecordingFailed()
+        ):
             return ""
         case _:
             return event.channel.id

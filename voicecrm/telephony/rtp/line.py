@@ -30,7 +30,7 @@ import collections
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -151,6 +151,7 @@ class RtpMediaLine:
         self._inbox: collections.deque[LineEvent] = collections.deque()
         self._arrived = asyncio.Event()
         self._last_packet = 0.0
+        self._quiet_allowed = 0  # holds on the inactivity timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -298,6 +299,20 @@ class RtpMediaLine:
         self._inbox.append(Dtmf(digit))
         self._arrived.set()
 
+    @contextlib.contextmanager
+    def quiet_allowed(self) -> Iterator[None]:
+        """Silence from Asterisk is expected for a while (the caller is out of the media
+        bridge, recording a message): no inactivity timeout until the block ends, and
+        then a full one."""
+        self._quiet_allowed += 1
+        try:
+            yield
+        finally:
+            self._quiet_allowed -= 1
+            if self._loop is not None:
+                self._last_packet = self._loop.time()
+            self._arrived.set()  # the reader waits without a timeout: let it take one again
+
     async def events(self) -> AsyncGenerator[LineEvent, None]:
         assert self._loop is not None, "start the line first"
         while True:
@@ -307,7 +322,7 @@ class RtpMediaLine:
                 if isinstance(event, LineClosed):
                     return
             self._arrived.clear()
-            if self._inactivity is None:
+            if self._inactivity is None or self._quiet_allowed:
                 await self._arrived.wait()
                 continue
             quiet_until = self._last_packet + self._inactivity

@@ -21,7 +21,7 @@ from aiohttp import WSMsgType, web
 from voicecrm.calls.interface import CallInfo, Direction
 from voicecrm.crm import call_log
 from voicecrm.errors import NotFound, VoiceCRMError
-from voicecrm.scenarios.runner import run_call
+from voicecrm.telephony.carrier_calls import run_voice_call
 from voicecrm.telephony.twilio import media_protocol as proto
 from voicecrm.telephony.twilio.media_line import TwilioMediaLine
 from voicecrm.telephony.twilio.services import TWILIO, TwilioServices
@@ -33,7 +33,6 @@ from voicecrm.telephony.twilio.signature import (
     websocket_base,
 )
 from voicecrm.telephony.twilio.webhooks import CHANNEL, placed_call_state
-from voicecrm.telephony.voice_calls import voice_call
 
 log = logging.getLogger(__name__)
 
@@ -118,23 +117,7 @@ async def _run(services: TwilioServices, ws: web.WebSocketResponse, start: proto
         return
     line = TwilioMediaLine(ws, start.stream_sid, info)
     try:
-        async with voice_call(
-            line,
-            scenario,
-            services.providers,
-            on_turn=services.on_turn,
-            recordings=services.recordings,
-        ) as call:
-            await run_call(
-                services.database,
-                services.actor,
-                scenario,
-                call,
-                channel=CHANNEL,
-                llm=services.llm,
-                http=services.http,
-                state=state,
-            )
+        await run_voice_call(services, line, scenario, channel=CHANNEL, state=state)
     except VoiceCRMError as err:
         log.error("twilio call %s could not run: %s", call_id, err.detail)
     if line.handoff is not None:

@@ -29,10 +29,8 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from voicecrm.accounts.actor import Actor
-from voicecrm.calls.interface import Direction
 from voicecrm.calls.outbound import (
     E164,
-    CalleeBlocked,
     CarrierRejected,
     CarrierUnavailable,
     OutboundCallFailed,
@@ -40,13 +38,12 @@ from voicecrm.calls.outbound import (
     OutboundRequest,
     PlacedCall,
 )
-from voicecrm.crm import call_log, contacts
-from voicecrm.crm.call_log import NewCall
-from voicecrm.crm.callers import resolve_caller
+from voicecrm.crm import call_log
 from voicecrm.errors import InvalidInput
 from voicecrm.scenarios.library import ScenarioRegistry
 from voicecrm.scenarios.models import Scenario
 from voicecrm.storage import Database
+from voicecrm.telephony.carrier_calls import open_outbound_call, outbound_failed
 
 log = logging.getLogger(__name__)
 
@@ -211,39 +208,18 @@ class TwilioOutbound:
     async def _open_row(
         self, request: OutboundRequest, scenario: Scenario, from_number: str
     ) -> int:
-        """The callee's contact (named, or resolved from the number) and the call's row."""
-        async with self._database.transaction(quick=True) as session:
-            if request.contact_id is not None:
-                contact = await contacts.get_contact(session, self._actor, request.contact_id)
-            else:
-                contact = (await resolve_caller(session, self._actor, request.to)).contact
-            if contact.blocked:
-                raise CalleeBlocked(f"contact {contact.id} is blocked: not calling {request.to}")
-            record = await call_log.start_call(
-                session,
-                self._actor,
-                NewCall(
-                    channel=CHANNEL,
-                    external_id=call_log.pending_external_id(),
-                    direction=Direction.OUTBOUND.value,
-                    from_number=from_number,
-                    to_number=request.to,
-                    contact_id=contact.id,
-                    scenario=scenario.name,
-                    status="queued",
-                ),
-            )
-            record.state = {"outbound": request.scenario_variables()}
-            return record.id
+        return await open_outbound_call(
+            self._database,
+            self._actor,
+            request,
+            scenario,
+            channel=CHANNEL,
+            external_id=call_log.pending_external_id(),
+            from_number=from_number,
+        )
 
     async def _failed(self, call_id: int, error: OutboundCallFailed) -> OutboundCallFailed:
-        """Close the row as failed (on the contact's timeline too) and hand back the error."""
-        log.warning("twilio: call %s not placed: %s", call_id, error.detail)
-        async with self._database.transaction(quick=True) as session:
-            await call_log.finish_call(
-                session, self._actor, call_id, status="failed", duration_seconds=0
-            )
-        return error
+        return await outbound_failed(self._database, self._actor, call_id, error, "twilio")
 
 
 def _rejection(

@@ -7,29 +7,14 @@ from dataclasses import dataclass
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from voicecrm.accounts.actor import Actor
 from voicecrm.calls.outbound import OutboundCalls
-from voicecrm.scenarios.library import ScenarioRegistry
-from voicecrm.scenarios.ports import HttpClient, LanguageModel
-from voicecrm.storage import Database
-from voicecrm.telephony.voice_calls import SpeechProviders
-from voicecrm.voice.call import TurnObserver
-from voicecrm.voice.ports import RecordingSink
+from voicecrm.telephony.carrier_calls import CallServices
 
 
-@dataclass
-class TwilioServices:
-    database: Database
-    actor: Actor
-    scenarios: ScenarioRegistry
-    providers: SpeechProviders
+@dataclass(kw_only=True)
+class TwilioServices(CallServices):
     validator: RequestValidator | None  # None: no auth token configured
     public_url: str | None = None
-    llm: LanguageModel | None = None
-    http: HttpClient | None = None
-    on_turn: TurnObserver | None = None
-    recordings: RecordingSink | None = None
-    blocked_callers: str = "reject"  # or the name of the scenario blocked callers get
     mode: str = "stream"  # or "twiml", unless a scenario says otherwise
     outbound: OutboundCalls | None = None  # None: no account SID, auth token or public URL
 

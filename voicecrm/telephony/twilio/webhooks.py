@@ -37,7 +37,11 @@ from voicecrm.scenarios.crm_actions import ScenarioCRM
 from voicecrm.scenarios.models import Scenario
 from voicecrm.scenarios.runner import run_call
 from voicecrm.scenarios.state import CallState
-from voicecrm.storage import utcnow
+from voicecrm.telephony.carrier_calls import (
+    answered_call_state,
+    blocked_scenario,
+    record_blocked,
+)
 from voicecrm.telephony.twilio.services import TWILIO, TwilioServices
 from voicecrm.telephony.twilio.signature import (
     problem,
@@ -156,13 +160,10 @@ async def incoming_call(
     contact_id, blocked = await crm.ensure_caller(info)
     async with services.database.transaction(quick=True) as session:
         if blocked:
-            if services.blocked_callers == "reject":
+            instead = blocked_scenario(services, "twilio")
+            if instead is None:
                 return await _reject_blocked(session, services, info, contact_id)
-            try:
-                scenario = services.scenarios.library.get(services.blocked_callers)
-            except NotFound:
-                log.error("twilio: no scenario %r for blocked callers", services.blocked_callers)
-                return await _reject_blocked(session, services, info, contact_id)
+            scenario = instead
         record = await call_log.start_call(
             session,
             services.actor,
@@ -249,17 +250,7 @@ async def placed_call_answered(
             if _uses_twiml(services, scenario):
                 return problem(409, "Conflict", f"call {record.id} is already being answered")
             return _connect_stream(public_base(request, services.public_url), record.id)
-        state = CallState(
-            scenario=scenario.name,
-            step=scenario.first_step,
-            call_id=record.id,
-            contact_id=record.contact_id,
-            started_at=utcnow().isoformat(),
-            variables={
-                "answered_by": answered_by,
-                "outbound": saved.get("outbound") or {"campaign": "", "metadata": {}},
-            },
-        )
+        state = answered_call_state(record, scenario, answered_by)
         who = answerer(answered_by)
         if who in (Answerer.MACHINE, Answerer.FAX):
             keep_going = (
@@ -298,18 +289,7 @@ async def _reject_blocked(
     session: AsyncSession, services: TwilioServices, info: CallInfo, contact_id: int
 ) -> web.Response:
     """Refused before it is answered, and on the contact's timeline as blocked."""
-    await call_log.record_blocked_call(
-        session,
-        services.actor,
-        NewCall(
-            channel=CHANNEL,
-            external_id=info.call_id,
-            direction=info.direction.value,
-            from_number=info.from_number,
-            to_number=info.to_number,
-            contact_id=contact_id,
-        ),
-    )
+    await record_blocked(session, services, info, contact_id)
     response = VoiceResponse()
     response.reject(reason="rejected")
     return twiml(response)
