@@ -94,3 +94,17 @@ def test_every_module_imports_on_its_own_with_warnings_as_errors() -> None:
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_command_line_is_parsed_without_importing_the_service() -> None:
+    """`voicecrm --help` and the small commands must not pay for the web application,
+    the carriers and the model client: seconds of imports."""
+    probe = (
+        "import sys; from voicecrm.cli.main import parser; parser(); "
+        "print(sorted(m for m in ('voicecrm.app', 'voicecrm.api', 'voicecrm.telephony', "
+        "'openai', 'twilio') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

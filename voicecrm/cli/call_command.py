@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from voicecrm.accounts import service as accounts
 from voicecrm.accounts.actor import Actor
 from voicecrm.app import twilio_outbound
 from voicecrm.calls.outbound import OutboundRequest, PlacedCall
+from voicecrm.cli.arguments import ASTERISK, TWILIO
 from voicecrm.config import Settings
 from voicecrm.errors import VoiceCRMError
 from voicecrm.scenarios.library import ScenarioRegistry
@@ -30,8 +30,6 @@ from voicecrm.telephony.ari import AriClient
 from voicecrm.telephony.ari.outbound import AriOutbound
 from voicecrm.telephony.ari.outbound import check_configured as check_asterisk
 from voicecrm.telephony.twilio.outbound import check_configured as check_twilio
-
-TWILIO, ASTERISK = "twilio", "asterisk"
 
 
 def carrier(choice: str | None, settings: Settings) -> str:
@@ -123,33 +121,3 @@ async def _place_through_asterisk(
     ) as client:
         outbound = AriOutbound(database, actor, registry, client, settings.ari_dial_template)
         return await outbound.place(request)
-
-
-def register(sub: Any) -> None:
-    call = sub.add_parser(
-        "call",
-        help="place a call through Twilio or Asterisk; the running service answers it",
-    )
-    call.add_argument("to", help="the number to call, E.164 (+14155550123)")
-    call.add_argument("--scenario", required=True, help="the scenario the call runs")
-    call.add_argument(
-        "--carrier",
-        choices=(TWILIO, ASTERISK),
-        help="who places the call (default: twilio when VOICECRM_TWILIO_ACCOUNT_SID is set, "
-        "else asterisk when VOICECRM_ARI_URL and VOICECRM_ARI_DIAL_TEMPLATE are)",
-    )
-    call.add_argument(
-        "--from",
-        dest="from_number",
-        help="caller ID, E.164 (default: the scenario's number, else "
-        "VOICECRM_TWILIO_FROM_NUMBER on Twilio, the trunk's own on Asterisk)",
-    )
-    call.add_argument(
-        "--amd",
-        action="store_true",
-        help="answering machine detection (Twilio only): a machine is hung up on unless the "
-        "scenario's outbound.on_machine is continue",
-    )
-    call.add_argument("--contact", type=int, help="the contact being called (default: by number)")
-    call.add_argument("--scenarios", help="scenario folder (VOICECRM_SCENARIOS_DIR)")
-    call.set_defaults(sync_func=cmd_call)

@@ -170,17 +170,12 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--name", default="cli")
     token.set_defaults(func=cmd_tokens_create)
 
-    from voicecrm.cli import (
-        call_command,
-        contacts_commands,
-        scenarios_commands,
-        simulate_command,
-    )
+    from voicecrm.cli import arguments, contacts_commands, scenarios_commands
 
     contacts_commands.register(sub)
     scenarios_commands.register(sub)
-    simulate_command.register(sub)
-    call_command.register(sub)
+    arguments.register_simulate(sub)
+    arguments.register_call(sub)
 
     return root
 

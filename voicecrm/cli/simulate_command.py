@@ -169,35 +169,3 @@ async def _simulate(
                 await llm.aclose()
         await database.close()
     return 0
-
-
-def register(sub: Any) -> None:
-    simulate = sub.add_parser("simulate", help="a call in the terminal through a scenario")
-    simulate.add_argument(
-        "scenario", nargs="?", help="scenario name (default: the one answering --to)"
-    )
-    simulate.add_argument(
-        "--from",
-        dest="from_number",
-        default="+14155550123",
-        help="the caller's number (default +14155550123)",
-    )
-    simulate.add_argument("--to", default="+10000000000", help="the dialled number")
-    simulate.add_argument("--caller-name", help="caller-ID name")
-    simulate.add_argument("--script", help="file with the caller's lines (else: the keyboard)")
-    simulate.add_argument("--scenarios", help="scenario folder (VOICECRM_SCENARIOS_DIR)")
-    simulate.add_argument("--timeline", type=int, default=20, help="events to show at the end")
-    simulate.add_argument(
-        "--audio",
-        help="a WAV file, or a folder of them, of what the caller says: the call then runs "
-        "through the audio pipeline (VAD, speech-to-text, text-to-speech, barge-in)",
-    )
-    simulate.add_argument(
-        "--audio-out",
-        default="simulated-call.wav",
-        help="where --audio writes the receptionist's side (default simulated-call.wav)",
-    )
-    simulate.add_argument(
-        "--speed", type=float, default=1.0, help="--audio: run this many times real time"
-    )
-    simulate.set_defaults(sync_func=cmd_simulate)
