@@ -84,6 +84,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+async def postgres(postgres_database: str) -> AsyncIterator[Database]:
+    """PostgreSQL alone, for behaviour only it has (deadlocks, autocommit reads)."""
+    database = Database(postgres_database)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
     db = Database(database_url)
     if db.dialect == "postgresql":

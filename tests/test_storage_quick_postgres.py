@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy import text
 
 from voicecrm.storage import Database
@@ -12,15 +9,6 @@ from voicecrm.storage import Database
 # The id of the transaction a statement runs in: the same for two statements of one
 # transaction, a new one for each statement in autocommit.
 TRANSACTION_ID = text("SELECT txid_current()")
-
-
-@pytest.fixture
-async def postgres(postgres_database: str) -> AsyncIterator[Database]:
-    database = Database(postgres_database)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def test_a_quick_read_runs_each_statement_on_its_own(postgres: Database) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from sqlalchemy import text
@@ -13,15 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import make_team
 from voicecrm.storage import Database
-
-
-@pytest.fixture
-async def postgres(postgres_database: str) -> AsyncIterator[Database]:
-    database = Database(postgres_database)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def test_the_loser_of_a_deadlock_runs_again_after_the_winner_commits(
