@@ -23,6 +23,7 @@ from tests.fakes.fake_asterisk import (
     PASSWORD,
     USERNAME,
     FakeAsterisk,
+    Quiet,
     WaitForQuiet,
     WaitForSpeech,
     fake_asterisk,
@@ -35,7 +36,13 @@ from voicecrm.crm import contacts, timeline
 from voicecrm.crm.models import CallRecord, Contact, Note
 from voicecrm.crm.schemas import ContactCreate, PhoneIn
 from voicecrm.storage import Database
-from voicecrm.telephony.ari.stasis import MEDIA_PREFIX, AriApplication, scenario_argument
+from voicecrm.telephony.ari.client import Channel
+from voicecrm.telephony.ari.stasis import (
+    MEDIA_PREFIX,
+    AriApplication,
+    media_address,
+    scenario_argument,
+)
 
 __all__ = ["fake_asterisk", "openai_server"]
 
@@ -277,6 +284,30 @@ async def test_a_key_ends_the_menu_and_the_transfer_goes_back_to_the_dialplan(
     assert record.ended_at is not None and record.state["outcome"] == "transferred"
 
 
+async def test_a_silent_caller_hears_the_prompt_before_asterisk_sends_any_audio(
+    service: AriApplication,
+    fake_asterisk: FakeAsterisk,
+    database: Database,
+    openai_server: FakeOpenAI,
+) -> None:
+    # A real Asterisk forwards no RTP while the caller's side makes no frames (seen with a
+    # Local channel in Wait() on 22.11): the line must send to the UNICASTRTP_LOCAL_*
+    # address at once rather than wait to learn Asterisk's from its first packet.
+    openai_server.script += [speech(1.0)]
+    fake_asterisk.caller_script = [Quiet()]
+    channel_id = await fake_asterisk.inject_call("+14155550126", "+14155550101")
+    peer = await fake_asterisk.wait_peer()
+    async with asyncio.timeout(CALL_TIMEOUT):
+        await peer.heard_speech.wait()
+    assert peer.frames_sent == 0
+    await fake_asterisk.press(channel_id, "2")
+    await finished(service)
+
+    async with database.transaction(read_only=True) as session:
+        note = (await session.scalars(select(Note))).one()
+    assert note.content == "Support from the phone menu."
+
+
 async def test_a_caller_hanging_up_mid_prompt_ends_the_call(
     service: AriApplication,
     fake_asterisk: FakeAsterisk,
@@ -398,3 +429,22 @@ async def test_media_binds_to_all_addresses_while_asterisk_is_told_the_loopback(
         await finished(client.app[ARI])
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        (
+            {"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": "10076"},
+            ("127.0.0.1", 10076),
+        ),
+        ({"UNICASTRTP_LOCAL_ADDRESS": "0.0.0.0", "UNICASTRTP_LOCAL_PORT": "10076"}, None),
+        ({"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1"}, None),
+        ({}, None),
+    ],
+)
+def test_the_media_address_is_read_from_the_externalmedia_channelvars(
+    variables: dict[str, str], expected: tuple[str, int] | None
+) -> None:
+    channel = Channel(id="m", name="UnicastRTP/x", state="Down", channelvars=variables)
+    assert media_address(channel) == expected

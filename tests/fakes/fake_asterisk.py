@@ -39,8 +39,12 @@ message is kept, and its RecordingFinished comes before the StasisEnd).
 
 An RTP ExternalMedia channel comes with a small RTP peer (`RtpPeer`): a UDP
 socket that, as Asterisk does, streams 20 ms PCMU frames to `external_host`
-(the caller, scripted by `caller_script`: silence, audio, and waits for the
-service's speech) and records what comes back. Hanging the channel up stops it.
+(the caller, scripted by `caller_script`: silence, audio, waits for the
+service's speech, and `Quiet` stretches with no packets at all, as from a caller
+whose side makes no frames) and records what comes back, from any address (the
+one Asterisk announced in UNICASTRTP_LOCAL_ADDRESS/PORT, before it sent anything).
+Hanging the channel up stops it. As on a real Asterisk (22.11), the
+ExternalMedia answer shows the channel `Down` (it is `Up` by its StasisStart).
 """
 
 from __future__ import annotations
@@ -121,8 +125,17 @@ class WaitForQuiet:
     frames: int = 15
 
 
+@dataclass(frozen=True)
+class Quiet:
+    """Send nothing at all for `seconds` (None: for good), as a real Asterisk does while
+    the caller's side makes no frames (a Local channel in `Wait()`, silence suppression):
+    it forwards only the frames it gets, and starts no stream of its own."""
+
+    seconds: float | None = None
+
+
 # bytes: 16-bit PCM at 8 kHz said by the caller; float: seconds of silence.
-CallerPart = bytes | float | WaitForSpeech | WaitForQuiet
+CallerPart = bytes | float | WaitForSpeech | WaitForQuiet | Quiet
 
 
 def voiced(payload: bytes) -> bool:
@@ -214,6 +227,12 @@ class RtpPeer(asyncio.DatagramProtocol):
             elif isinstance(part, float | int):
                 for _ in range(round(part / FRAME)):
                     await send(SILENCE)
+            elif isinstance(part, Quiet):
+                if part.seconds is None:
+                    await asyncio.Event().wait()  # until the channel is hung up
+                else:
+                    await asyncio.sleep(part.seconds)
+                slot = loop.time()
             elif isinstance(part, WaitForSpeech):
                 while not self.heard_speech.is_set():
                     await send(SILENCE)
@@ -221,7 +240,7 @@ class RtpPeer(asyncio.DatagramProtocol):
                 while not (self.voiced_frames and self.quiet_run >= part.frames):
                     await send(SILENCE)
         self.script_done.set()
-        while True:  # Asterisk streams for as long as the channel lives
+        while True:  # a caller's side that makes frames streams while the channel lives
             await send(SILENCE)
 
 
@@ -762,7 +781,7 @@ class FakeAsterisk:
             }
         channel = self._new_channel(
             f"UnicastRTP/{query['external_host']}-{next(self._ids):08x}",
-            "Up",
+            "Down",
             channel_id=channel_id,
             channelvars=channelvars,
         )
@@ -772,7 +791,8 @@ class FakeAsterisk:
             self.peers.append(peer)
             async with self._changed:
                 self._changed.notify_all()
-        answer = web.json_response(channel)
+        answer = web.json_response(channel)  # Asterisk answers before it dials: Down
+        channel["state"] = "Up"
         await self.emit({"type": "StasisStart", "args": [], "channel": channel}, query["app"])
         return answer
 

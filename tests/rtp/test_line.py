@@ -255,6 +255,28 @@ async def test_a_given_peer_is_sent_to_at_once(asterisk: FakeAsterisk) -> None:
     assert_continuous(arrivals)
 
 
+async def test_the_announced_address_is_sent_to_until_asterisk_sends_from_another(
+    asterisk: FakeAsterisk,
+) -> None:
+    # Asterisk sends nothing while the caller is silent: the line starts on the address
+    # ExternalMedia announced, and the first packet's source still takes over.
+    loop = asyncio.get_running_loop()
+    other, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        async with RtpMediaLine(INFO) as line, contextlib.aclosing(line.events()) as events:
+            line.expect_peer(other.get_extra_info("sockname")[:2])
+            line.expect_peer(asterisk.address)  # told again: the latest word counts
+            await asterisk.collect(2)  # comfort noise, before Asterisk sent anything
+            other.sendto(rtp.RtpPacket(0, 1, 1, 1, LOUD).to_bytes(), line.local_address)
+            assert await take(events, 1) == [Media(LOUD)]
+            line.expect_peer(asterisk.address)  # learned from a packet: no longer changes
+            assert line.peer == other.get_extra_info("sockname")[:2]
+    finally:
+        other.close()
+
+
 async def test_speech_goes_out_paced_at_20_ms_in_one_continuous_stream(
     asterisk: FakeAsterisk,
 ) -> None:

@@ -460,6 +460,9 @@ class AriApplication:
         line = RtpMediaLine(
             info,
             host=self._media_bind,
+            # Asterisk sends no RTP while the caller's side is silent, and its events
+            # say when the caller leaves: no media for a while does not end the call.
+            inactivity_timeout=None,
             on_play=call.control.play,
             on_transfer=call.control.transfer,
             on_hangup=call.control.hangup,
@@ -554,9 +557,12 @@ class AriApplication:
         self._media_started[call.media_id] = started
         self._media[call.media_id] = call
         port = line.local_address[1]
-        await self.client.external_media(
+        media = await self.client.external_media(
             f"{self._media_host}:{port}", "ulaw", channel_id=call.media_id
         )
+        asterisk_rtp = media_address(media)
+        if asterisk_rtp is not None:
+            line.expect_peer(asterisk_rtp)
         try:
             async with asyncio.timeout(self._stasis_timeout):
                 await started
@@ -607,6 +613,16 @@ class AriApplication:
         if not (control.hung_up or control.handed_off or control.gone.is_set()):
             with contextlib.suppress(AriError):
                 await self.client.hangup(call.channel.id)
+
+
+def media_address(channel: Channel) -> tuple[str, int] | None:
+    """Where an ExternalMedia RTP channel listens, from the channelvars Asterisk answers
+    with (UNICASTRTP_LOCAL_ADDRESS and _PORT); None when they are missing or unusable."""
+    host = channel.channelvars.get("UNICASTRTP_LOCAL_ADDRESS", "")
+    port = channel.channelvars.get("UNICASTRTP_LOCAL_PORT", "")
+    if not host or host in ("0.0.0.0", "::") or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
 
 
 def _channel_of(event: ev.Event) -> str:

@@ -5,7 +5,9 @@ exists, and plays whatever RTP comes back to the address it sends from. It
 does not pace what it is sent, and strict RTP (rtp.conf `strictrtp`) may drop
 packets from any other source, so the line answers from the very socket that
 receives, to the address the first packet came from (unless told the peer),
-and keeps the stream continuous:
+and keeps the stream continuous. Asterisk sends nothing while the caller's side
+makes no frames (a Local channel in `Wait()`, silence suppression), so the
+address it said it listens on (`expect_peer`) is used until a packet arrives:
 
 - `send` paces the receptionist's frames at real time with a `PlayoutClock`, a
   few frames ahead, so a barge-in's `clear` leaves at most that lead on the wire;
@@ -123,6 +125,7 @@ class RtpMediaLine:
         self._info = info
         self._host, self._port = host, port
         self._peer = peer
+        self._peer_learned = peer is not None  # told or learned: strict from then on
         self._codec = codec
         self._payload_type = _PAYLOAD_TYPES[codec]
         self._dtmf_payload_type = dtmf_payload_type
@@ -219,6 +222,14 @@ class RtpMediaLine:
     def peer(self) -> Address | None:
         return self._peer
 
+    def expect_peer(self, address: Address) -> None:
+        """Where Asterisk said it listens (ExternalMedia's UNICASTRTP_LOCAL_ADDRESS and
+        _PORT): the line sends there at once, since Asterisk sends nothing while the
+        caller's side is silent (a Local channel, silence suppression). The source of the
+        first packet that arrives still takes over, as without this."""
+        if not self._peer_learned:
+            self._peer = address
+
     @property
     def ssrc(self) -> int:
         return self._ssrc
@@ -227,8 +238,9 @@ class RtpMediaLine:
     def _received(self, data: bytes, addr: Address) -> None:
         if self.closed is not None or self._loop is None:
             return
-        if self._peer is None:
-            self._peer = addr  # Asterisk sends first; answer from this socket to there
+        if not self._peer_learned:
+            self._peer = addr  # answer from this socket to where Asterisk sends from
+            self._peer_learned = True
         elif addr != self._peer:
             self.stats.packets_ignored += 1  # strict RTP, as Asterisk does it
             return
