@@ -19,7 +19,7 @@ from sqlalchemy import text as sql
 
 from tests.conftest import TeamWorld
 from voicecrm.crm import contacts as service
-from voicecrm.crm import csv_import, stages, timeline
+from voicecrm.crm import csv_import, csv_lookups, stages, timeline
 from voicecrm.crm.csv_columns import guard, unguard
 from voicecrm.crm.csv_import import ImportOptions, ImportReport, OnMatch, import_contacts
 from voicecrm.crm.models import Contact, TimelineEvent
@@ -377,7 +377,7 @@ async def test_a_contact_a_call_creates_mid_batch_is_found_when_the_batch_is_ret
     """
     if database.dialect == "sqlite":
         pytest.skip("on SQLite a batch holds the write lock from its first statement")
-    real_owners = csv_import._owners
+    real_owners = csv_lookups.owners
     calls: list[int] = []
 
     async def lookup_then_a_call(*args: Any) -> dict[str, int]:
@@ -390,7 +390,7 @@ async def test_a_contact_a_call_creates_mid_batch_is_found_when_the_batch_is_ret
             )
         return found
 
-    monkeypatch.setattr(csv_import, "_owners", lookup_then_a_call)
+    monkeypatch.setattr(csv_lookups, "owners", lookup_then_a_call)
     report = await run_import(database, world, "name,phone\nAnn,415 555 0101\n")
     assert (report.created, report.updated) == (0, 1)
     [contact] = await all_contacts(database, world)

@@ -1,0 +1,142 @@
+"""What an import batch needs to know from the database before it is planned.
+
+Which contacts already hold the batch's phone numbers and emails (two indexed
+queries per few thousand keys), and the current values of those contacts when
+rows may update them. A dry run, which writes nothing, keeps the keys of the
+contacts it would have created in a temporary table, so that later batches
+match them without the job holding a million keys in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Column,
+    ColumnElement,
+    MetaData,
+    String,
+    Table,
+    any_,
+    bindparam,
+    insert,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from voicecrm.crm.csv_plan import FIELDS, Target
+from voicecrm.crm.models import Contact, ContactEmail, ContactPhone, ContactTag
+
+CONTACTS = cast(Table, Contact.__table__)
+PHONES = cast(Table, ContactPhone.__table__)
+EMAILS = cast(Table, ContactEmail.__table__)
+TAGS = cast(Table, ContactTag.__table__)
+_IN_CHUNK = 5000  # keys per IN (...) list: well under SQLite's and asyncpg's parameter limits
+
+
+def among(
+    conn: AsyncConnection, column: ColumnElement[Any], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """`column IN (values)`; on PostgreSQL `= ANY(array)`, one parameter however many values.
+
+    PostgreSQL parses and plans an IN list of thousands of parameters afresh each time.
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def owners(
+    conn: AsyncConnection, team_id: int, phones: Sequence[str], emails: Sequence[str]
+) -> dict[str, int]:
+    """Key ("p:" + E.164, "e:" + email) -> the oldest contact holding it."""
+    keys: dict[str, int] = {}
+    for prefix, table, column, values in (
+        ("p:", PHONES, PHONES.c.e164, phones),
+        ("e:", EMAILS, EMAILS.c.email, emails),
+    ):
+        for chunk in _chunks(values):
+            rows = await conn.execute(
+                select(column, table.c.contact_id)
+                .where(table.c.team_id == team_id, among(conn, column, chunk))
+                .order_by(table.c.contact_id.desc())
+            )
+            for value, contact_id in rows:
+                keys[prefix + value] = contact_id
+    return keys
+
+
+async def load_targets(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, Target]:
+    """The current state of matched contacts, so that a row can be merged into them."""
+    targets: dict[int, Target] = {}
+    columns = [CONTACTS.c[name] for name in FIELDS]
+    for chunk in _chunks(sorted(ids)):
+        for row in await conn.execute(
+            select(CONTACTS.c.id, *columns).where(among(conn, CONTACTS.c.id, chunk))
+        ):
+            values = dict(zip(FIELDS, row[1:], strict=True))
+            values["custom_fields"] = values["custom_fields"] or {}
+            targets[row.id] = Target(ref=row.id, new=False, values=values)
+        for contact_id, e164, position in await conn.execute(
+            select(PHONES.c.contact_id, PHONES.c.e164, PHONES.c.position).where(
+                among(conn, PHONES.c.contact_id, chunk)
+            )
+        ):
+            target = targets[contact_id]
+            target.phones.add(e164)
+            target.next_phone = max(target.next_phone, position + 1)
+        for contact_id, email, position in await conn.execute(
+            select(EMAILS.c.contact_id, EMAILS.c.email, EMAILS.c.position).where(
+                among(conn, EMAILS.c.contact_id, chunk)
+            )
+        ):
+            target = targets[contact_id]
+            target.emails.add(email)
+            target.next_email = max(target.next_email, position + 1)
+        for contact_id, tag in await conn.execute(
+            select(TAGS.c.contact_id, TAGS.c.tag).where(among(conn, TAGS.c.contact_id, chunk))
+        ):
+            targets[contact_id].tags.add(tag)
+    return targets
+
+
+# A dry run's memory of the contacts it would have created, per connection.
+_DRY_KEYS = Table(
+    "voicecrm_import_dry_run_keys",
+    MetaData(),
+    Column("key", String(400), primary_key=True),
+    Column("ref", BigInteger, nullable=False),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
+
+
+async def create_dry_run_keys(conn: AsyncConnection) -> None:
+    """The dry run's table; it goes with the transaction, which is never committed."""
+    await conn.run_sync(_DRY_KEYS.create)
+
+
+async def dry_run_owners(
+    conn: AsyncConnection, keys: dict[str, int], phones: Sequence[str], emails: Sequence[str]
+) -> None:
+    """Add to `keys` the dry run's would-be contacts holding keys no real contact holds."""
+    missing = [k for k in ("p:" + p for p in phones) if k not in keys]
+    missing += [k for k in ("e:" + e for e in emails) if k not in keys]
+    for chunk in _chunks(missing):
+        rows = await conn.execute(
+            select(_DRY_KEYS.c.key, _DRY_KEYS.c.ref).where(among(conn, _DRY_KEYS.c.key, chunk))
+        )
+        keys.update({key: ref for key, ref in rows})
+
+
+async def remember_dry_run_keys(conn: AsyncConnection, fresh: Mapping[str, int]) -> None:
+    if fresh:
+        await conn.execute(insert(_DRY_KEYS), [{"key": k, "ref": r} for k, r in fresh.items()])
