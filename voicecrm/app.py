@@ -27,11 +27,13 @@ from voicecrm.agent.factory import language_model_from_settings
 from voicecrm.api.problems import problem_middleware
 from voicecrm.api.resources import all_routes
 from voicecrm.api.resources.csv_io import MAX_IMPORT_BYTES
+from voicecrm.api.resources.imports import IMPORTS
 from voicecrm.api.resources.recordings import RECORDINGS
 from voicecrm.api.resources.scenarios import SCENARIOS
 from voicecrm.api.server import API_PREFIX, DATABASE, build_api
 from voicecrm.calls.outbound import OutboundNotConfigured
 from voicecrm.config import Settings
+from voicecrm.crm.import_runner import ImportRunner
 from voicecrm.errors import ScenarioInvalid
 from voicecrm.integrations.http_client import AiohttpClient
 from voicecrm.metrics.turns import TurnMetrics
@@ -330,8 +332,19 @@ def build_app(
                 await application.aclose()
                 await client.aclose()
 
+    async def imports_ctx(app: web.Application) -> AsyncIterator[None]:
+        """Background CSV imports: cancelled and recorded as stopped before the database
+        closes (cleanup runs in reverse order)."""
+        runner = ImportRunner(app[DATABASE])
+        app[IMPORTS] = runner
+        try:
+            yield
+        finally:
+            await runner.close()
+
     app.cleanup_ctx.append(scenarios_ctx)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(imports_ctx)
     app.cleanup_ctx.append(calls_ctx)
     app.cleanup_ctx.append(twilio_ctx)
     app.cleanup_ctx.append(ari_ctx)

@@ -46,7 +46,7 @@ MAX_IMPORT_BYTES = web.AppKey("csv_max_import_bytes", int)
 DEFAULT_MAX_IMPORT_BYTES = 512 * 1_048_576
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 _CHUNK = 256 * 1024
-_CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}}}
+CSV_BODY = {"text/csv": {"schema": {"type": "string"}}}
 
 
 class ImportQuery(BaseModel):
@@ -99,7 +99,7 @@ def _encoding(request: web.Request) -> str:
     return "utf-8-sig" if name == "utf-8" else name
 
 
-async def _spool(request: web.Request, into: Any, limit: int) -> None:
+async def spool_body(request: web.Request, into: Any, limit: int) -> None:
     """Copy the body to `into` as it arrives, refusing it once it passes `limit` bytes."""
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
@@ -113,20 +113,23 @@ async def _spool(request: web.Request, into: Any, limit: int) -> None:
         raise InvalidInput("the body is empty: send the CSV file as the body", field="body")
 
 
-async def import_csv(ctx: Ctx) -> ImportReport:
-    query = ctx.query(ImportQuery)
-    encoding = _encoding(ctx.request)
-    options = ImportOptions(
+def import_options(request: web.Request, query: ImportQuery) -> ImportOptions:
+    """The options an import request asks for: query, content type and charset."""
+    return ImportOptions(
         on_match=query.on_match,
         dry_run=query.dry_run,
         mapping=_mapping(query.mapping),
-        encoding=encoding,
+        encoding=_encoding(request),
         file_name=query.file_name,
     )
+
+
+async def import_csv(ctx: Ctx) -> ImportReport:
+    options = import_options(ctx.request, ctx.query(ImportQuery))
     assert ctx.database is not None
     limit = ctx.request.config_dict.get(MAX_IMPORT_BYTES, DEFAULT_MAX_IMPORT_BYTES)
     with tempfile.TemporaryFile(prefix="voicecrm-import-") as spool:
-        await _spool(ctx.request, spool, limit)
+        await spool_body(ctx.request, spool, limit)
         options = replace(options, workers=suggested_workers(spool.tell()))
         return await import_contacts(ctx.database, ctx.actor, spool, options)
 
@@ -169,7 +172,7 @@ ROUTES = [
         "Export the contacts a filter matches as CSV (streamed)",
         "csv",
         query=ContactFilter,
-        response_content=_CSV_CONTENT,
+        response_content=CSV_BODY,
         read_only=True,
         description="Columns: id, name, company, type, phones, emails, tags, stage, status, "
         "rating, source, responsible, caller_id_name, carrier, blocked, custom_fields, "
@@ -183,7 +186,7 @@ ROUTES = [
         "Export a selection (ids or a filter) as CSV (streamed)",
         "csv",
         body=Selection,
-        response_content=_CSV_CONTENT,
+        response_content=CSV_BODY,
         read_only=True,
     ),
     Route(
@@ -193,7 +196,7 @@ ROUTES = [
         "Import contacts from a CSV body (Google Contacts, Outlook, voicecrm or mapped)",
         "csv",
         query=ImportQuery,
-        request_content=_CSV_CONTENT,
+        request_content=CSV_BODY,
         response=ImportReport,
         admin_only=True,
         own_transaction=True,
