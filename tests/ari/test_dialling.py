@@ -8,17 +8,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
-from pydantic import SecretStr
-from pytest_aiohttp.plugin import AiohttpClient
-from sqlalchemy import select
 
+from tests.ari.conftest import finished, service_settings, speech, the_call, write_scenarios
 from tests.conftest import TeamWorld
 from tests.fakes.fake_asterisk import (
     APP,
@@ -28,9 +23,7 @@ from tests.fakes.fake_asterisk import (
     WaitForSpeech,
     fake_asterisk,
 )
-from tests.fakes.openai_server import FakeOpenAI, Reply, openai_server
-from tests.speech_audio import tone
-from voicecrm.app import ARI, build_app
+from tests.fakes.openai_server import FakeOpenAI, openai_server
 from voicecrm.calls.interface import TransferStatus
 from voicecrm.calls.outbound import (
     CarrierRejected,
@@ -61,7 +54,6 @@ from voicecrm.telephony.ari.stasis import AriApplication
 __all__ = ["fake_asterisk", "openai_server"]
 
 ROOT = Path(__file__).resolve().parents[2]
-CALL_TIMEOUT = 30.0  # seconds: a short call in real time on a busy machine
 DIAL = "PJSIP/{number}@trunk"
 DESK, OFFICE, CALLEE = "+14155550102", "+14155550122", "+14155550177"
 
@@ -87,50 +79,18 @@ SCENARIOS = {
 }
 
 
-def speech(seconds: float) -> Reply:
-    return Reply(audio=tone(seconds, rate=24000), audio_chunks=(4800,) * 100)
-
-
 @pytest.fixture
 def scenarios_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "scenarios"
-    folder.mkdir()
-    for name, text in SCENARIOS.items():
-        (folder / name).write_text(textwrap.dedent(text).lstrip("\n"))
-    return folder
+    return write_scenarios(tmp_path / "scenarios", SCENARIOS)
 
 
 @pytest.fixture
 def settings(
     database_url: str, scenarios_dir: Path, openai_server: FakeOpenAI, fake_asterisk: FakeAsterisk
 ) -> Settings:
-    return Settings(
-        database_url=database_url,
-        migrate_on_start=False,
-        scenarios_dir=str(scenarios_dir),
-        llm_base_url=openai_server.base_url,
-        llm_api_key=SecretStr("sk-test"),
-        stt_provider="openai",
-        tts_provider="openai",
-        ari_url=fake_asterisk.base_url,
-        ari_user=USERNAME,
-        ari_password=SecretStr(PASSWORD),
-        ari_app=APP,
-        ari_media_host="127.0.0.1",
-        ari_dial_template=DIAL,
+    return service_settings(
+        database_url, scenarios_dir, openai_server, fake_asterisk, ari_dial_template=DIAL
     )
-
-
-@pytest.fixture
-async def service(
-    aiohttp_client: AiohttpClient, settings: Settings, world: TeamWorld, fake_asterisk: FakeAsterisk
-) -> AsyncIterator[AriApplication]:
-    client: TestClient[Any, Any] = await aiohttp_client(build_app(settings))
-    await fake_asterisk.wait_connected()
-    try:
-        yield client.app[ARI]
-    finally:
-        await client.close()
 
 
 @pytest.fixture
@@ -141,16 +101,6 @@ async def outbound(
     registry.reload()
     async with AriClient(fake_asterisk.base_url, USERNAME, PASSWORD, APP) as client:
         yield AriOutbound(database, world.system, registry, client, DIAL)
-
-
-async def finished(application: AriApplication) -> None:
-    async with asyncio.timeout(CALL_TIMEOUT):
-        await application.join()
-
-
-async def the_call(database: Database) -> CallRecord:
-    async with database.transaction(read_only=True) as session:
-        return (await session.scalars(select(CallRecord))).one()
 
 
 def originated(fake: FakeAsterisk) -> list[str]:

@@ -6,22 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from pydantic import SecretStr
 from pytest_aiohttp.plugin import AiohttpClient
 from sqlalchemy import select
 
+from tests.ari.conftest import (
+    CALL_TIMEOUT,
+    finished,
+    service_settings,
+    speech,
+    the_call,
+    write_scenarios,
+)
 from tests.conftest import TeamWorld
 from tests.fakes.fake_asterisk import (
-    APP,
-    PASSWORD,
-    USERNAME,
     FakeAsterisk,
     Quiet,
     WaitForQuiet,
@@ -29,11 +31,11 @@ from tests.fakes.fake_asterisk import (
     fake_asterisk,
 )
 from tests.fakes.openai_server import FakeOpenAI, Reply, Upload, openai_server
-from tests.speech_audio import needs_espeak, spoken, tone
+from tests.speech_audio import needs_espeak, spoken
 from voicecrm.app import ARI, build_app
 from voicecrm.config import Settings
 from voicecrm.crm import contacts, timeline
-from voicecrm.crm.models import CallRecord, Contact, Note
+from voicecrm.crm.models import Contact, Note
 from voicecrm.crm.schemas import ContactCreate, PhoneIn
 from voicecrm.storage import Database
 from voicecrm.telephony.ari.client import Channel
@@ -46,7 +48,6 @@ from voicecrm.telephony.ari.stasis import (
 
 __all__ = ["fake_asterisk", "openai_server"]
 
-CALL_TIMEOUT = 60.0  # seconds: a whole call in real time on a busy machine
 
 SCENARIOS = {
     "receptionist.yaml": """
@@ -92,63 +93,18 @@ SCENARIOS = {
 }
 
 
-def speech(seconds: float) -> Reply:
-    return Reply(audio=tone(seconds, rate=24000), audio_chunks=(4800,) * 100)
-
-
 @pytest.fixture
 def settings(
     database_url: str, tmp_path: Path, openai_server: FakeOpenAI, fake_asterisk: FakeAsterisk
 ) -> Settings:
-    folder = tmp_path / "scenarios"
-    folder.mkdir()
-    for name, text in SCENARIOS.items():
-        (folder / name).write_text(textwrap.dedent(text).lstrip("\n"))
-    return Settings(
-        database_url=database_url,
-        migrate_on_start=False,
-        scenarios_dir=str(folder),
-        llm_base_url=openai_server.base_url,
-        llm_api_key=SecretStr("sk-test"),
-        stt_provider="openai",
-        tts_provider="openai",
-        ari_url=fake_asterisk.base_url,
-        ari_user=USERNAME,
-        ari_password=SecretStr(PASSWORD),
-        ari_app=APP,
-        ari_media_host="127.0.0.1",
+    folder = write_scenarios(tmp_path / "scenarios", SCENARIOS)
+    return service_settings(
+        database_url,
+        folder,
+        openai_server,
+        fake_asterisk,
         recordings_dir=str(tmp_path / "recordings"),
     )
-
-
-@pytest.fixture
-async def running(
-    aiohttp_client: AiohttpClient, settings: Settings, world: TeamWorld, fake_asterisk: FakeAsterisk
-) -> AsyncIterator[TestClient[Any, Any]]:
-    """The running service (its HTTP API too), connected to the fake Asterisk."""
-    client: TestClient[Any, Any] = await aiohttp_client(build_app(settings))
-    await fake_asterisk.wait_connected()
-    try:
-        yield client
-    finally:
-        await client.close()  # before the fake Asterisk goes, or the app would redial it
-
-
-@pytest.fixture
-def service(running: TestClient[Any, Any]) -> AriApplication:
-    """The running service's Stasis application."""
-    application: AriApplication = running.app[ARI]
-    return application
-
-
-async def finished(application: AriApplication) -> None:
-    async with asyncio.timeout(CALL_TIMEOUT):
-        await application.join()
-
-
-async def the_call(database: Database) -> CallRecord:
-    async with database.transaction(read_only=True) as session:
-        return (await session.scalars(select(CallRecord))).one()
 
 
 async def media_channel(fake: FakeAsterisk) -> str:

@@ -14,7 +14,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from tests.ari.test_stasis import finished, running, service, settings
+from tests.ari.conftest import finished, speech
+from tests.ari.test_stasis import settings
 from tests.conftest import TeamWorld
 from tests.fakes.fake_asterisk import FakeAsterisk, fake_asterisk
 from tests.fakes.openai_server import FakeOpenAI, Reply, openai_server
@@ -32,13 +33,9 @@ from voicecrm.voice.call import VoiceCall
 from voicecrm.voice.line import Dtmf, LineEvent
 from voicecrm.voice.ports import CarrierRecording, PcmAudio
 
-__all__ = ["fake_asterisk", "openai_server", "running", "service", "settings"]
+__all__ = ["fake_asterisk", "openai_server", "settings"]
 
 VOICEMAIL_NUMBER = "+14155550102"
-
-
-def speech(seconds: float) -> Reply:
-    return Reply(audio=tone(seconds, rate=24000), audio_chunks=(4800,) * 100)
 
 
 async def recording_started(fake: FakeAsterisk, channel_id: str) -> str:
