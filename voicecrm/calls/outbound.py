@@ -113,6 +113,13 @@ class OutboundNotConfigured(ConfigurationError):
 
     title = "Outbound calls not configured"
 
+    @classmethod
+    def unless_set(cls, what: str, settings: Mapping[str, str | None], hint: str) -> None:
+        """Raises, naming every missing setting at once, unless all of `settings` are set."""
+        missing = [name for name, value in settings.items() if not value]
+        if missing:
+            raise cls(f"{what} needs {', '.join(missing)} ({hint})")
+
 
 class OutboundCalls(Protocol):
     async def place(self, request: OutboundRequest) -> PlacedCall:

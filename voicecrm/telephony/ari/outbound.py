@@ -50,20 +50,15 @@ RING_TIMEOUT = 30  # seconds Asterisk lets the callee's phone ring
 def check_configured(url: str | None, password: str | None, dial_template: str | None) -> str:
     """The dial template, once every setting placing a call needs is there; otherwise
     `OutboundNotConfigured` naming every missing one at once."""
-    missing = [
-        name
-        for name, value in (
-            ("VOICECRM_ARI_URL", url),
-            ("VOICECRM_ARI_PASSWORD", password),
-            ("VOICECRM_ARI_DIAL_TEMPLATE", dial_template),
-        )
-        if not value
-    ]
-    if missing:
-        raise OutboundNotConfigured(
-            f"placing Asterisk calls needs {', '.join(missing)} (where ARI is, its password, "
-            "and how to dial a number, e.g. PJSIP/{number}@trunk)"
-        )
+    OutboundNotConfigured.unless_set(
+        "placing Asterisk calls",
+        {
+            "VOICECRM_ARI_URL": url,
+            "VOICECRM_ARI_PASSWORD": password,
+            "VOICECRM_ARI_DIAL_TEMPLATE": dial_template,
+        },
+        "where ARI is, its password, and how to dial a number, e.g. PJSIP/{number}@trunk",
+    )
     assert dial_template is not None
     return check_dial_template(dial_template)
 

@@ -57,20 +57,15 @@ def check_configured(
 ) -> None:
     """Refuses, naming every missing setting at once, when a call could not be placed:
     Twilio needs the account's credentials, and absolute URLs to reach this service."""
-    missing = [
-        name
-        for name, value in (
-            ("VOICECRM_TWILIO_ACCOUNT_SID", account_sid),
-            ("VOICECRM_TWILIO_AUTH_TOKEN", auth_token),
-            ("VOICECRM_PUBLIC_URL", public_url),
-        )
-        if not value
-    ]
-    if missing:
-        raise OutboundNotConfigured(
-            f"placing Twilio calls needs {', '.join(missing)} "
-            "(the account SID and auth token, and the https URL Twilio reaches this service at)"
-        )
+    OutboundNotConfigured.unless_set(
+        "placing Twilio calls",
+        {
+            "VOICECRM_TWILIO_ACCOUNT_SID": account_sid,
+            "VOICECRM_TWILIO_AUTH_TOKEN": auth_token,
+            "VOICECRM_PUBLIC_URL": public_url,
+        },
+        "the account SID and auth token, and the https URL Twilio reaches this service at",
+    )
 
 
 class _AsyncTransport(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio is untyped
