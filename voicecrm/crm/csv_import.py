@@ -214,6 +214,16 @@ class _Job:
                 on_error(error)
 
 
+async def check_file(file: IO[bytes], options: ImportOptions) -> tuple[ColumnPlan, int]:
+    """The first pass over the file: what its columns mean, and how many data rows it has.
+
+    Raises `InvalidCSV` for a file that cannot be read (undecodable text, no header,
+    columns that name no field) before anything is written.
+    """
+    header, total = await asyncio.to_thread(scan, file, options.encoding)
+    return plan_columns(header, options.mapping), total
+
+
 async def import_contacts(
     database: Database,
     actor: Actor,
@@ -234,8 +244,7 @@ async def import_contacts(
     if not 1 <= options.batch_size <= 20_000:
         raise InvalidInput("batch_size must be between 1 and 20000", field="batch_size")
     started = time.perf_counter()
-    header, total = await asyncio.to_thread(scan, file, options.encoding)
-    plan = plan_columns(header, options.mapping)
+    plan, total = await check_file(file, options)
     context, stage_names = await _row_context(database, actor, plan)
     report = ImportReport(
         dry_run=options.dry_run,

@@ -15,7 +15,6 @@ import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import IO
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -30,9 +29,7 @@ from voicecrm.api.resources.csv_io import (
 )
 from voicecrm.api.routing import Ctx, Route
 from voicecrm.crm import import_jobs
-from voicecrm.crm.csv_columns import plan_columns
-from voicecrm.crm.csv_import import ImportOptions, suggested_workers
-from voicecrm.crm.csv_records import scan
+from voicecrm.crm.csv_import import check_file, suggested_workers
 from voicecrm.crm.import_runner import ImportRunner
 
 IMPORTS = web.AppKey("imports", ImportRunner)
@@ -46,14 +43,6 @@ class ImportList(BaseModel):
     items: list[import_jobs.ImportJobOut]
 
 
-async def _check_readable(spool: IO[bytes], options: ImportOptions) -> None:
-    """Refuse at once (422), as `POST /contacts/import` does, a file the job would refuse:
-    undecodable text, no header, columns that name no field."""
-    spool.seek(0)
-    header, _rows = await asyncio.to_thread(scan, spool, options.encoding)
-    plan_columns(header, options.mapping)
-
-
 async def start_import(ctx: Ctx) -> web.StreamResponse:
     options = import_options(ctx.request, ctx.query(ImportQuery))
     assert ctx.database is not None
@@ -65,7 +54,7 @@ async def start_import(ctx: Ctx) -> web.StreamResponse:
         with os.fdopen(handle, "w+b") as spool:
             await spool_body(ctx.request, spool, limit)
             size = spool.tell()
-            await _check_readable(spool, options)
+            await check_file(spool, options)  # an unreadable file: 422, and no job
         async with ctx.database.transaction() as session:
             job = await import_jobs.create_job(
                 session, ctx.actor, file_name=options.file_name, dry_run=options.dry_run
