@@ -11,8 +11,9 @@ contact, on any number of service instances.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVarTuple
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +24,8 @@ from voicecrm.crm.phones import NormalizedPhone, normalize_phone
 from voicecrm.crm.schemas import UNKNOWN_CALLER
 from voicecrm.storage import Database, utcnow
 from voicecrm.storage.point_read import PointRead
+
+Ts = TypeVarTuple("Ts")
 
 # Caller-ID names that carry no information about the person.
 _MEANINGLESS_NAMES = frozenset(
@@ -55,15 +58,19 @@ def clean_caller_name(name: str | None) -> str | None:
     return None if cleaned.lower() in _MEANINGLESS_NAMES else cleaned
 
 
-async def _find(session: AsyncSession, team_id: int, e164: str) -> Contact | None:
-    query = (
-        select(Contact)
-        .join(ContactPhone, ContactPhone.contact_id == Contact.id)
+def _number_owner(query: Select[*Ts], team_id: Any, e164: Any) -> Select[*Ts]:
+    """`query` (over contacts) narrowed to the contact that has the number in the team;
+    with duplicates allowed, the one that got it first. One indexed lookup."""
+    return (
+        query.join(ContactPhone, ContactPhone.contact_id == Contact.id)
         .where(ContactPhone.team_id == team_id, ContactPhone.e164 == e164)
         .order_by(ContactPhone.id)
         .limit(1)
     )
-    return (await session.scalars(query)).first()
+
+
+async def _find(session: AsyncSession, team_id: int, e164: str) -> Contact | None:
+    return (await session.scalars(_number_owner(select(Contact), team_id, e164))).first()
 
 
 async def resolve_caller(
@@ -104,14 +111,11 @@ class KnownCaller:
 
 
 KNOWN_CALLER = PointRead(
-    select(Contact.id, Contact.caller_id_name, Contact.carrier, Contact.blocked)
-    .join(ContactPhone, ContactPhone.contact_id == Contact.id)
-    .where(
-        ContactPhone.team_id == bindparam("team_id"),
-        ContactPhone.e164 == bindparam("e164"),
+    _number_owner(
+        select(Contact.id, Contact.caller_id_name, Contact.carrier, Contact.blocked),
+        bindparam("team_id"),
+        bindparam("e164"),
     )
-    .order_by(ContactPhone.id)
-    .limit(1)
 )
 
 
