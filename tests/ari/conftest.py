@@ -19,7 +19,14 @@ from pytest_aiohttp.plugin import AiohttpClient
 from sqlalchemy import select
 
 from tests.conftest import TeamWorld
-from tests.fakes.fake_asterisk import APP, PASSWORD, USERNAME, FakeAsterisk, fake_asterisk
+from tests.fakes.fake_asterisk import (
+    APP,
+    PASSWORD,
+    USERNAME,
+    FakeAsterisk,
+    RtpPeer,
+    fake_asterisk,
+)
 from tests.fakes.openai_server import FakeOpenAI, Reply, openai_server
 from tests.speech_audio import tone
 from voicecrm.app import ARI, build_app
@@ -94,6 +101,15 @@ async def finished(application: AriApplication) -> None:
     """Every call the application took has ended."""
     async with asyncio.timeout(CALL_TIMEOUT):
         await application.join()
+
+
+async def call_heard(fake: FakeAsterisk, caller: str, dialled: str) -> tuple[str, RtpPeer]:
+    """A call comes in, and the caller hears the receptionist: its channel and RTP peer."""
+    channel_id = await fake.inject_call(caller, dialled)
+    peer = await fake.wait_peer()
+    async with asyncio.timeout(CALL_TIMEOUT):
+        await peer.heard_speech.wait()
+    return channel_id, peer
 
 
 async def the_call(database: Database) -> CallRecord:

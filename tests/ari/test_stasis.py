@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from tests.ari.conftest import (
     CALL_TIMEOUT,
+    call_heard,
     finished,
     service_settings,
     speech,
@@ -196,10 +197,7 @@ async def test_a_known_caller_keeps_talking_while_the_events_socket_is_restored(
         speech(0.3),
     ]
     fake_asterisk.caller_script = [WaitForQuiet(), spoken("when is the plumber coming"), 30.0]
-    channel_id = await fake_asterisk.inject_call("+14155550123", "+14155550100")
-    peer = await fake_asterisk.wait_peer()
-    async with asyncio.timeout(CALL_TIMEOUT):
-        await peer.heard_speech.wait()
+    channel_id, _ = await call_heard(fake_asterisk, "+14155550123", "+14155550100")
     await fake_asterisk.drop_event_sockets()
     await fake_asterisk.wait_connected(2)
     await finished(service)
@@ -222,10 +220,7 @@ async def test_a_key_ends_the_menu_and_the_transfer_goes_back_to_the_dialplan(
 ) -> None:
     openai_server.script += [speech(3.0)]  # "For support press 2.", pressed over
     fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
-    channel_id = await fake_asterisk.inject_call("+14155550124", "+14155550101")
-    peer = await fake_asterisk.wait_peer()
-    async with asyncio.timeout(CALL_TIMEOUT):
-        await peer.heard_speech.wait()
+    channel_id, _ = await call_heard(fake_asterisk, "+14155550124", "+14155550101")
     await fake_asterisk.press(channel_id, "2")
     await finished(service)
 
@@ -251,11 +246,8 @@ async def test_a_silent_caller_hears_the_prompt_before_asterisk_sends_any_audio(
     # address at once rather than wait to learn Asterisk's from its first packet.
     openai_server.script += [speech(1.0)]
     fake_asterisk.caller_script = [Quiet()]
-    channel_id = await fake_asterisk.inject_call("+14155550126", "+14155550101")
-    peer = await fake_asterisk.wait_peer()
-    async with asyncio.timeout(CALL_TIMEOUT):
-        await peer.heard_speech.wait()
-    assert peer.frames_sent == 0
+    channel_id, heard = await call_heard(fake_asterisk, "+14155550126", "+14155550101")
+    assert heard.frames_sent == 0
     await fake_asterisk.press(channel_id, "2")
     await finished(service)
 
@@ -272,10 +264,7 @@ async def test_a_caller_hanging_up_mid_prompt_ends_the_call(
 ) -> None:
     openai_server.script += [speech(3.0)]
     fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
-    channel_id = await fake_asterisk.inject_call("+14155550125", "+14155550101")
-    peer = await fake_asterisk.wait_peer()
-    async with asyncio.timeout(CALL_TIMEOUT):
-        await peer.heard_speech.wait()
+    channel_id, _ = await call_heard(fake_asterisk, "+14155550125", "+14155550101")
     await fake_asterisk.hang_up(channel_id)
     await finished(service)
 
@@ -293,10 +282,7 @@ async def test_a_caller_gone_while_the_socket_was_down_is_closed_on_reconnect(
 ) -> None:
     openai_server.script += [speech(3.0)]
     fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
-    channel_id = await fake_asterisk.inject_call("+14155550126", "+14155550101")
-    peer = await fake_asterisk.wait_peer()
-    async with asyncio.timeout(CALL_TIMEOUT):
-        await peer.heard_speech.wait()
+    channel_id, _ = await call_heard(fake_asterisk, "+14155550126", "+14155550101")
     await fake_asterisk.drop_event_sockets()
     await fake_asterisk.vanish(channel_id)  # its StasisEnd is lost with the socket
     await fake_asterisk.wait_connected(2)
@@ -375,10 +361,8 @@ async def test_media_binds_to_all_addresses_while_asterisk_is_told_the_loopback(
     client: TestClient[Any, Any] = await aiohttp_client(build_app(nat))
     try:
         await fake_asterisk.wait_connected()
-        channel_id = await fake_asterisk.inject_call("+14155550129", "+14155550101")
-        peer = await fake_asterisk.wait_peer()
-        async with asyncio.timeout(CALL_TIMEOUT):
-            await peer.heard_speech.wait()  # Asterisk's packets reached the line, and ours it
+        # Asterisk's packets reached the line, and ours it:
+        channel_id, _ = await call_heard(fake_asterisk, "+14155550129", "+14155550101")
         (media,) = [r for r in fake_asterisk.requests if r.path == "/channels/externalMedia"]
         assert media.query["external_host"].startswith("127.0.0.1:")
         await fake_asterisk.hang_up(channel_id)
