@@ -49,6 +49,7 @@ from bench.twilio_streams import (
     FRAME,
     SILENT,
     Service,
+    answers_in,
     caller_speech,
     fake_speech_app,
     free_port,
@@ -352,25 +353,8 @@ class Heard:
 def listen(peer: RtpPeer) -> Heard:
     """Answers = runs of voiced packets less than 200 ms apart; jitter after the lead."""
     heard = Heard(frames_out=len(peer.arrivals))
-    bursts: list[list[float]] = []
-    last_voiced = -1.0
-    for at, voiced in peer.arrivals:
-        if not voiced:
-            continue
-        if bursts and at - last_voiced < 0.2:
-            bursts[-1].append(at)
-        else:
-            bursts.append([at])
-        last_voiced = at
-    expected = round(ANSWER_SECONDS / FRAME)
-    for burst in bursts:
-        heard.answers += 1
-        heard.missing += max(0, expected - len(burst))
-        gaps = [b - a for a, b in zip(burst[LEAD_FRAMES:], burst[LEAD_FRAMES + 1 :], strict=False)]
-        heard.gaps_ms += [abs(gap - FRAME) * 1000 for gap in gaps]
-    if bursts and len(bursts[-1]) < expected:
-        heard.missing -= expected - len(bursts[-1])  # the last answer was cut by the hang-up
-        heard.answers -= 1
+    voiced = [at for at, is_voice in peer.arrivals if is_voice]
+    heard.answers, heard.missing, heard.gaps_ms = answers_in(voiced, LEAD_FRAMES)
     return heard
 
 

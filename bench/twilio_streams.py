@@ -355,8 +355,18 @@ async def hold_stream(
         with contextlib.suppress(asyncio.CancelledError):
             await reading
     result.frames_out = len(arrivals)
-    # Answers: runs of arrivals less than 200 ms apart. Within one, after the lead the
-    # service sends a frame every 20 ms; the deviation from that is the jitter.
+    result.answers, result.missing, result.gaps_ms = answers_in(arrivals, LEAD_FRAMES)
+    return result
+
+
+def answers_in(arrivals: Sequence[float], lead_frames: int) -> tuple[int, int, list[float]]:
+    """The service's answers in the arrival times of its voiced frames: (answers, frames
+    missing from them, jitter samples in ms).
+
+    An answer is a run of arrivals less than 200 ms apart; after the line's pacing lead
+    the service sends a frame every 20 ms, and the deviation from that is the jitter.
+    A last answer shorter than the others was cut by the hang-up and is not counted.
+    """
     bursts: list[list[float]] = []
     for at in arrivals:
         if bursts and at - bursts[-1][-1] < 0.2:
@@ -364,15 +374,16 @@ async def hold_stream(
         else:
             bursts.append([at])
     expected = round(ANSWER_SECONDS / FRAME)
+    answers, missing, gaps_ms = 0, 0, []
     for burst in bursts:
-        result.answers += 1
-        result.missing += max(0, expected - len(burst))
-        gaps = [b - a for a, b in zip(burst[LEAD_FRAMES:], burst[LEAD_FRAMES + 1 :], strict=False)]
-        result.gaps_ms += [abs(gap - FRAME) * 1000 for gap in gaps]
+        answers += 1
+        missing += max(0, expected - len(burst))
+        gaps = [b - a for a, b in zip(burst[lead_frames:], burst[lead_frames + 1 :], strict=False)]
+        gaps_ms += [abs(gap - FRAME) * 1000 for gap in gaps]
     if bursts and len(bursts[-1]) < expected:
-        result.missing -= expected - len(bursts[-1])  # the last answer was cut by the hang-up
-        result.answers -= 1
-    return result
+        missing -= expected - len(bursts[-1])
+        answers -= 1
+    return answers, missing, gaps_ms
 
 
 # ----------------------------------------------------------------- the runs
