@@ -19,7 +19,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, insert, inspect
+from sqlalchemy import Connection, insert, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import POSTGRES_URL, TeamWorld, make_team
@@ -162,3 +162,23 @@ async def test_the_schema_itself_allows_one_contact_per_number_in_a_team(
     await _phone(database, world.team_id, first, None)
     other = await make_team(database, "Other")
     await _phone(database, other.team_id, await _contact(database, other.team_id), "+14155550123")
+
+
+@pytest.mark.parametrize("empty_database", ["sqlite"], indirect=True)  # PostgreSQL plans by
+@pytest.mark.parametrize("column", ["stage_id", "responsible_user_id"])  # statistics
+async def test_contacts_by_stage_or_responsible_user_are_found_through_their_partial_index(
+    empty_database: Database, column: str
+) -> None:
+    """The two indexes hold only contacts that have a stage or a responsible user (most
+    have neither), and a filter on one id must still be answered from them."""
+    await upgrade(empty_database)
+    async with empty_database.transaction(read_only=True) as session:
+        plan = await session.execute(
+            text(f"EXPLAIN QUERY PLAN SELECT id FROM contacts WHERE team_id = 1 AND {column} = 7")
+        )
+        details = " ".join(str(row[-1]) for row in plan)
+        definition = await session.scalar(
+            text(f"SELECT sql FROM sqlite_master WHERE name = 'ix_contacts_team_id_{column}'")
+        )
+    assert str(definition).endswith(f"WHERE {column} IS NOT NULL")
+    assert f"ix_contacts_team_id_{column}" in details
