@@ -9,6 +9,7 @@ match them without the job holding a million keys in memory.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Table,
     any_,
     bindparam,
+    func,
     insert,
     select,
 )
@@ -40,12 +42,18 @@ _IN_CHUNK = 5000  # keys per IN (...) list: well under SQLite's and asyncpg's pa
 def among(
     conn: AsyncConnection, column: ColumnElement[Any], values: Sequence[Any]
 ) -> ColumnElement[bool]:
-    """`column IN (values)`; on PostgreSQL `= ANY(array)`, one parameter however many values.
+    """`column IN (values)`, with the values as one parameter however many there are.
 
-    PostgreSQL parses and plans an IN list of thousands of parameters afresh each time.
+    An IN list of thousands of parameters is compiled afresh for every batch (by
+    SQLAlchemy, and by PostgreSQL's planner), which cost a fifth of a lookup. On
+    PostgreSQL it is `= ANY(array)`; on SQLite `IN (SELECT value FROM json_each(?))`,
+    which SQLite runs as a probe of the column's index per value, as for a list.
     """
     if conn.dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    if conn.dialect.name == "sqlite":
+        each = func.json_each(bindparam(None, json.dumps(list(values)), type_=String))
+        return column.in_(select(each.table_valued("value").c.value))
     return column.in_(values)
 
 
