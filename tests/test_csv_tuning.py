@@ -1,8 +1,9 @@
 """An import batch's database settings hold for its own transaction and no longer.
 
 The import tunes the connection a batch runs on (PostgreSQL: no sequential scans
-for its lookups). The connection then goes back to the pool and serves calls and
-requests, which must find it as it was, whether the batch committed or failed.
+for its lookups; SQLite: a page cache that holds the pages the batch dirties).
+The connection then goes back to the pool and serves calls and requests, which
+must find it as it was, whether the batch committed or failed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from voicecrm.crm.csv_tuning import batch_settings
+from voicecrm.crm.csv_tuning import SQLITE_BATCH_CACHE_KIB, batch_settings
 from voicecrm.storage import Database
 
 
@@ -40,3 +41,33 @@ async def test_a_failed_batch_also_leaves_the_connection_as_before(postgres: Dat
                 raise Boom
     async with postgres.transaction() as session:
         assert await _seqscan(await session.connection()) == "on"
+
+
+async def _cache_size(conn: AsyncConnection) -> int:
+    return int((await conn.exec_driver_sql("PRAGMA cache_size")).scalar_one())
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # SQLite's page cache
+@pytest.mark.parametrize("fails", [False, True], ids=["committed", "failed"])
+async def test_a_sqlite_batch_gets_a_large_page_cache_and_gives_it_back(
+    database: Database, fails: bool
+) -> None:
+    class Boom(Exception):
+        pass
+
+    seen: list[int] = []
+    try:
+        async with database.transaction() as session:
+            conn = await session.connection()
+            seen.append(await _cache_size(conn))
+            async with batch_settings(conn):
+                seen.append(await _cache_size(conn))
+                if fails:
+                    raise Boom
+            seen.append(await _cache_size(conn))
+    except Boom:
+        async with database.transaction() as session:
+            seen.append(await _cache_size(await session.connection()))
+    usual, during, after = seen
+    assert during == -SQLITE_BATCH_CACHE_KIB
+    assert after == usual != during
