@@ -22,7 +22,8 @@ from voicecrm.crm import contacts as service
 from voicecrm.crm import csv_import, csv_lookups, stages, timeline
 from voicecrm.crm.csv_columns import guard, unguard
 from voicecrm.crm.csv_import import ImportOptions, ImportReport, OnMatch, import_contacts
-from voicecrm.crm.models import Contact, TimelineEvent
+from voicecrm.crm.models import Contact, Note, TimelineEvent
+from voicecrm.crm.notes import list_notes
 from voicecrm.crm.phones import NormalizedPhone, normalize_phone, strip_uri
 from voicecrm.crm.schemas import ContactCreate, ContactOut, EmailIn, PhoneIn
 from voicecrm.errors import InvalidCSV, InvalidPhoneNumber, PermissionDenied
@@ -49,6 +50,12 @@ async def all_contacts(database: Database, world: TeamWorld) -> list[ContactOut]
 async def kinds(database: Database, contact_id: int) -> list[str]:
     async with database.transaction(read_only=True) as session:
         return [e.kind for e in (await timeline.page(session, contact_id)).events]
+
+
+async def notes_of(database: Database, world: TeamWorld, contact_id: int) -> list[Note]:
+    """Oldest first."""
+    async with database.transaction(read_only=True) as session:
+        return sorted(await list_notes(session, world.admin, contact_id), key=lambda n: n.id)
 
 
 async def add_contact(database: Database, world: TeamWorld, **fields: Any) -> int:
@@ -87,16 +94,16 @@ async def test_a_google_contacts_export_imports_names_phones_emails_labels_and_g
     assert report.ignored_columns == [
         "Nickname",
         "Birthday",
-        "Notes",
         "Organization 1 - Type",
         "Organization 1 - Title",
     ]
+    assert [n.content for n in await notes_of(database, world, jane.id)] == [
+        "Met at the trade fair.\nPrefers mornings."
+    ]
+    assert await notes_of(database, world, kim.id) == []
     async with database.transaction(read_only=True) as session:
-        event = (await timeline.page(session, jane.id)).events[0]
-    assert (event.kind, event.data) == (
-        "imported",
-        {"file": "google.csv", "row": 1, "created": True},
-    )
+        event = (await timeline.page(session, jane.id, kinds=["imported"])).events[0]
+    assert event.data == {"file": "google.csv", "row": 1, "created": True}
 
 
 async def test_the_current_google_export_and_a_mapping_over_its_labels(
@@ -142,6 +149,9 @@ async def test_an_outlook_export_with_a_bom_and_crlf_imports_and_blank_rows_are_
         ["suppliers"],
     )
     assert report.columns["First Name"] == "first_name"  # the BOM is not part of the name
+    assert [n.content for n in await notes_of(database, world, bob.id)] == [
+        "Call after 5pm, not before."
+    ]
 
 
 async def test_an_invalid_phone_is_reported_with_its_row_and_line_and_the_rest_imports(
@@ -279,6 +289,62 @@ async def test_rows_update_the_contacts_their_phone_or_email_finds_with_what_the
         events = {e.kind: e.data for e in (await timeline.page(session, jane)).events}
     assert events["contact_updated"] == {"fields": ["name", "company"]}
     assert events["imported"] == {"file": None, "row": 1, "created": False}
+
+
+async def test_a_notes_column_becomes_a_general_note_by_the_importer_on_the_timeline(
+    database: Database, world: TeamWorld
+) -> None:
+    text = 'Name,Phone,Notes\nAda,+1 212 555 0199,"Prefers email.\nAsk for Ada, not Mrs L."\n'
+    report = await run_import(database, world, text)
+    assert (report.created, report.columns["Notes"]) == (1, "notes")
+    [ada] = await all_contacts(database, world)
+    [note] = await notes_of(database, world, ada.id)
+    assert (note.content, note.type, note.pinned, note.author_user_id) == (
+        "Prefers email.\nAsk for Ada, not Mrs L.",
+        "general",
+        False,
+        world.admin.user_id,
+    )
+    async with database.transaction(read_only=True) as session:
+        events = (await timeline.page(session, ada.id)).events
+    assert [e.kind for e in events] == ["note_added", "imported"]
+    assert events[0].data == {"note_id": note.id, "type": "general", "content": note.content}
+
+
+async def test_notes_are_added_to_matched_contacts_once_however_often_the_file_repeats_them(
+    database: Database, world: TeamWorld
+) -> None:
+    ada = await add_contact(database, world, name="Ada", phones=[PhoneIn(number="+12125550199")])
+    first = "phone,notes,comments\n+12125550199,Wants a demo,Wants a demo\n"
+    report = await run_import(database, world, first)
+    assert (report.updated, [n.content for n in await notes_of(database, world, ada)]) == (
+        1,
+        ["Wants a demo"],
+    )
+    again = await run_import(database, world, first)
+    assert (again.updated, again.unchanged) == (0, 1)
+    later = "phone,notes\n+12125550199,Demo done\n(212) 555-0199,Wants a demo\n"
+    report = await run_import(database, world, later)
+    assert (report.updated, report.unchanged) == (1, 1)
+    assert [n.content for n in await notes_of(database, world, ada)] == [
+        "Wants a demo",
+        "Demo done",
+    ]
+    skipped = await run_import(
+        database, world, "phone,notes\n+12125550199,Not added\n", on_match=OnMatch.SKIP
+    )
+    assert skipped.skipped == 1 and len(await notes_of(database, world, ada)) == 2
+
+
+async def test_a_note_over_ten_thousand_characters_is_a_row_error_naming_its_column(
+    database: Database, world: TeamWorld
+) -> None:
+    text = f"name,Comments\nAda,{'x' * 10_001}\nBob,{'y' * 10_000}\n"
+    report = await run_import(database, world, text)
+    assert (report.created, report.failed) == (1, 1)
+    [error] = report.errors
+    assert (error.row, error.field, error.column) == (1, "notes", "Comments")
+    assert "10000 characters" in error.message
 
 
 async def test_on_match_skip_leaves_the_contacts_a_row_finds_alone(

@@ -13,6 +13,7 @@ Mapping targets (the values of an explicit mapping, `CSV column -> target`):
     type, status, rating, blocked, stage (a stage's name),
     responsible (a team user's email), source, tags,
     phone, phone.<label>, phones, email, email.<label>, emails,
+    notes (each non-empty cell becomes a General note on the contact),
     custom_fields (a JSON object), custom.<key>, ignore
 
 A header spelled `custom.<key>` is read as that custom field without a mapping.
@@ -34,6 +35,7 @@ MAX_TAGS = 100
 MAX_TEXT = 200
 MAX_LABEL = 50
 MAX_TAG = 100
+MAX_NOTE = 10_000  # as a note written through the API
 
 # Fields a row gives at most one value for; when several columns map to one of
 # them (Google's "Organization 1 - Name" and "Organization 2 - Name"), the first
@@ -54,7 +56,7 @@ SINGLE_FIELDS = (
     "source",
     "custom_fields",
 )
-MULTI_FIELDS = ("phone", "phones", "email", "emails", "tags")
+MULTI_FIELDS = ("phone", "phones", "email", "emails", "tags", "notes")
 IGNORE = "ignore"
 
 # voicecrm's own export header, in order. Import reads every column but these four
@@ -129,6 +131,11 @@ _KNOWN: dict[str, str] = {
     "caller id name": "caller_id_name",
     "blocked": "blocked",
     "custom fields": "custom_fields",
+    # Google Contacts and Outlook both call it "Notes"
+    "notes": "notes",
+    "note": "notes",
+    "comments": "notes",
+    "comment": "notes",
     # Google Contacts (both the older and the current export); numbered columns below
     "given name": "first_name",
     "additional name": "middle_name",
@@ -191,6 +198,7 @@ class ColumnPlan:
     phones: tuple[ValueColumn, ...]
     emails: tuple[ValueColumn, ...]
     tags: tuple[int, ...]
+    notes: tuple[int, ...]
     custom: tuple[tuple[str, int], ...]
     # header -> target for every column read, and the headers left out, for the report
     recognised: Mapping[str, str]
@@ -292,6 +300,7 @@ def plan_columns(header: Sequence[str], mapping: Mapping[str, str] | None = None
     phones: list[ValueColumn] = []
     emails: list[ValueColumn] = []
     tags: list[int] = []
+    notes: list[int] = []
     custom: list[tuple[str, int]] = []
     recognised: dict[str, str] = {}
     ignored: list[str] = []
@@ -311,6 +320,8 @@ def plan_columns(header: Sequence[str], mapping: Mapping[str, str] | None = None
             (phones if base.startswith("phone") else emails).append(value_column)
         elif base == "tags":
             tags.append(index)
+        elif base == "notes":
+            notes.append(index)
         elif base == "custom":
             custom.append((found[len("custom.") :], index))
         else:
@@ -331,6 +342,7 @@ def plan_columns(header: Sequence[str], mapping: Mapping[str, str] | None = None
         phones=tuple(phones),
         emails=tuple(emails),
         tags=tuple(tags),
+        notes=tuple(notes),
         custom=tuple(custom),
         recognised=recognised,
         ignored=tuple(ignored),

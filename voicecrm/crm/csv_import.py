@@ -14,8 +14,8 @@ display. The second pass imports, a batch of rows at a time:
 3. each row either creates a contact, or is matched to an existing one (by phone
    first, then email) and then updates it or is skipped (`on_match`; `csv_plan`);
 4. multi-row INSERTs (COPY on PostgreSQL) and one executemany UPDATE write the
-   batch, with one "imported" timeline event per created or updated contact
-   (`csv_writers`).
+   batch, with one "imported" timeline event per created or updated contact and
+   a "note_added" one per note (`csv_writers`).
 
 The modules, one job each: `csv_records` (the file), `csv_columns` (what the
 header's columns mean), `csv_rows` (a row's cells as contact fields),
@@ -42,6 +42,7 @@ is the row number a spreadsheet shows when no cell spans lines.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from typing import IO
@@ -69,7 +70,7 @@ from voicecrm.crm.csv_report import (
 from voicecrm.crm.csv_rows import ContactRow, RowContext, RowError
 from voicecrm.crm.csv_tuning import batch_settings
 from voicecrm.crm.csv_workers import WORKERS_FROM_BYTES, read_batches, suggested_workers
-from voicecrm.crm.csv_writers import refresh_statistics, write_plan
+from voicecrm.crm.csv_writers import note_added_text, refresh_statistics, write_plan
 from voicecrm.crm.models import ContactSource, Stage
 from voicecrm.crm.schemas import BUILTIN_SOURCES
 from voicecrm.errors import InvalidInput
@@ -129,8 +130,12 @@ class _Job:
         options: ImportOptions,
         report: ImportReport,
         stage_names: dict[int, str],
+        *,
+        with_notes: bool,
     ) -> None:
         self.database = database
+        # Matched contacts' notes are read only if the file has notes to add to them.
+        self.with_notes = with_notes
         self.actor = actor
         self.options = options
         self.report = report
@@ -147,6 +152,7 @@ class _Job:
         timeline.event_row(
             actor, 0, "imported", {"file": options.file_name, "row": 1, "created": True}
         )
+        timeline.event_row(actor, 0, "note_added", json.loads(note_added_text(1, "text")))
 
     def new_ref(self) -> int:
         self._next_ref -= 1
@@ -164,7 +170,7 @@ class _Job:
         targets: dict[int, Target] = {}
         if self.options.on_match is OnMatch.UPDATE and keys:
             matched = sorted({ref for ref in keys.values() if ref > 0})
-            targets = await csv_lookups.load_targets(conn, matched)
+            targets = await csv_lookups.load_targets(conn, matched, with_notes=self.with_notes)
         plan = BatchPlan(self.settings, keys, targets)
         plan.plan(rows)
         return plan
@@ -253,7 +259,7 @@ async def import_contacts(
         columns=dict(plan.recognised),
         ignored_columns=list(plan.ignored),
     )
-    job = _Job(database, actor, options, report, stage_names)
+    job = _Job(database, actor, options, report, stage_names, with_notes=bool(plan.notes))
     records = Records(file, options.encoding)
     batches = read_batches(iter(records), context, options.workers, options.batch_size)
     try:

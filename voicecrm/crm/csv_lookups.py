@@ -30,12 +30,13 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from voicecrm.crm.csv_plan import FIELDS, Target
-from voicecrm.crm.models import Contact, ContactEmail, ContactPhone, ContactTag
+from voicecrm.crm.models import Contact, ContactEmail, ContactPhone, ContactTag, Note
 
 CONTACTS = cast(Table, Contact.__table__)
 PHONES = cast(Table, ContactPhone.__table__)
 EMAILS = cast(Table, ContactEmail.__table__)
 TAGS = cast(Table, ContactTag.__table__)
+NOTES = cast(Table, Note.__table__)
 _IN_CHUNK = 5000  # keys per IN (...) list: well under SQLite's and asyncpg's parameter limits
 
 
@@ -82,8 +83,14 @@ async def owners(
     return keys
 
 
-async def load_targets(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, Target]:
-    """The current state of matched contacts, so that a row can be merged into them."""
+async def load_targets(
+    conn: AsyncConnection, ids: Sequence[int], *, with_notes: bool = False
+) -> dict[int, Target]:
+    """The current state of matched contacts, so that a row can be merged into them.
+
+    `with_notes`: also the text of their notes, so that a note the file repeats is
+    not added twice.
+    """
     targets: dict[int, Target] = {}
     columns = [CONTACTS.c[name] for name in FIELDS]
     for chunk in _chunks(sorted(ids)):
@@ -113,6 +120,13 @@ async def load_targets(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, T
             select(TAGS.c.contact_id, TAGS.c.tag).where(among(conn, TAGS.c.contact_id, chunk))
         ):
             targets[contact_id].tags.add(tag)
+        if with_notes:
+            for contact_id, content in await conn.execute(
+                select(NOTES.c.contact_id, NOTES.c.content).where(
+                    among(conn, NOTES.c.contact_id, chunk)
+                )
+            ):
+                targets[contact_id].notes.add(content)
     return targets
 
 

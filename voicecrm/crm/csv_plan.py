@@ -11,7 +11,9 @@ matched to it just like a contact that was there before (the job carries the
 keys forward between batches through the database), so one number never ends on
 two contacts and the unique index on phones is never hit by the file itself.
 Importing never deletes: empty cells leave fields as they are, and phones,
-emails and tags are added to those a contact has.
+emails, tags and notes are added to those a contact has (a note only if the
+contact has no note with the same text, so that importing a file again adds
+none twice).
 
 Most rows of a large file create a contact that no later row of the batch
 touches. Such a contact stays the row it came from (`new_rows`), a tuple, until
@@ -70,6 +72,8 @@ class Target:
     phone_rows: list[tuple[Any, ...]] = field(default_factory=list)  # PHONE_COLUMNS
     email_rows: list[tuple[Any, ...]] = field(default_factory=list)  # EMAIL_COLUMNS
     tag_rows: list[str] = field(default_factory=list)
+    notes: set[str] = field(default_factory=set)  # the text of the contact's notes
+    note_rows: list[str] = field(default_factory=list)  # notes to add
 
 
 @dataclass
@@ -95,7 +99,7 @@ class PlanSettings:
 
 def new_contact_values(row: ContactRow) -> dict[str, Any]:
     """The fields of the contact a row creates."""
-    _row, _line, display_name, name, values, phones, _emails, _tags, custom = row
+    _row, _line, display_name, name, values, phones, _emails, _tags, custom, _notes = row
     return {
         **_NEW_CONTACT,
         "name": name or display_name,
@@ -147,7 +151,7 @@ class BatchPlan:
                 self._plan_row(row)
 
     def _match(self, row: ContactRow) -> int | ImportRowError | None:
-        number, line, _display, _name, _values, phones, emails, _tags, _custom = row
+        number, line, _display, _name, _values, phones, emails, _tags, _custom, _notes = row
         keys = self.keys
         owners = {keys[k] for phone in phones if (k := "p:" + phone[0]) in keys}
         if len(owners) > 1:
@@ -212,12 +216,18 @@ class BatchPlan:
         self.targets[ref] = target
         return target
 
-    def _add_values(self, target: Target, row: ContactRow) -> tuple[list[str], list[str]]:
-        """Add the row's phones, emails and tags the contact lacks.
+    def _add_values(self, target: Target, row: ContactRow) -> tuple[list[str], list[str], int]:
+        """Add the row's phones, emails, tags and notes the contact lacks.
 
-        Returns the names of the lists that grew and the tags added.
+        Returns the names of the lists that grew, the tags added and how many notes.
         """
-        _row, _line, _display, _name, _values, phones, emails, tags, _custom = row
+        _row, _line, _display, _name, _values, phones, emails, tags, _custom, notes = row
+        added_notes = 0
+        for text in notes:
+            if text not in target.notes:
+                target.notes.add(text)
+                target.note_rows.append(text)
+                added_notes += 1
         grew: list[str] = []
         unique = self.settings.unique_phones
         for e164, original, label, region, _carrier in phones:
@@ -242,8 +252,8 @@ class BatchPlan:
             added = [tag for tag in tags if tag not in target.tags]
             target.tags.update(added)
             target.tag_rows += added
-            return grew, added
-        return grew, []
+            return grew, added, added_notes
+        return grew, [], added_notes
 
     def _merge(self, target: Target, row: ContactRow) -> bool:
         """Apply a matched row to a contact; True if anything changed.
@@ -252,7 +262,7 @@ class BatchPlan:
         row of this batch simply absorbs the row; one that existed before gets the
         timeline entries a hand edit would have given it.
         """
-        number, _line, _display, name, given, phones, _emails, _tags, custom = row
+        number, _line, _display, name, given, phones, _emails, _tags, custom, _notes = row
         values = target.values
         before = dict(values)
         if target.known:
@@ -264,10 +274,11 @@ class BatchPlan:
             if phones and values["carrier"] is None and not target.phones:
                 values["carrier"] = phones[0][4]
         changed = [name for name in FIELDS if values.get(name) != before.get(name)]
-        grew, tags = self._add_values(target, row)
-        if not (changed or grew or tags) and target.known:
+        grew, tags, notes = self._add_values(target, row)
+        if not (changed or grew or tags or notes) and target.known:
             return False
-        target.dirty = target.dirty or bool(changed)
+        # A note bumps the contact's updated_at, as adding one by hand does.
+        target.dirty = target.dirty or bool(changed) or notes > 0
         self.events.append((target.ref, "imported", self._imported(number, False)))
         if not target.new and target.known:
             self._change_events(target, before, changed + grew, tags)

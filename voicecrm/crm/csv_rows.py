@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from voicecrm.crm.csv_columns import (
     MAX_EMAILS,
     MAX_LABEL,
+    MAX_NOTE,
     MAX_PHONES,
     MAX_TAG,
     MAX_TAGS,
@@ -70,9 +71,10 @@ class RowError(NamedTuple):
 # A phone number of a row: E.164, the text as written, label, region, carrier.
 PhoneValue = tuple[str, str, str, str | None, str | None]
 # One row read into contact fields (only what the row gives is set):
-#   (row, line, display_name, name, values, phones, emails, tags, custom)
+#   (row, line, display_name, name, values, phones, emails, tags, custom, notes)
 # `values` holds (field, value) for the single-valued fields the row gives, `emails`
-# (address, label), `custom` the row's custom fields as a JSON object, or None.
+# (address, label), `custom` the row's custom fields as a JSON object, or None,
+# `notes` the text of each non-empty notes cell.
 # `name` is set only when the row names the person; `display_name` is what a new
 # contact is called otherwise (company, email, or "Unknown Caller"), and is never
 # written over the name of a contact that already exists.
@@ -92,6 +94,7 @@ ContactRow = tuple[
     tuple[tuple[str, str], ...],
     tuple[str, ...],
     str | None,
+    tuple[str, ...],
 ]
 
 
@@ -106,6 +109,7 @@ class _Draft:
     emails: list[tuple[str, str]] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     custom: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 class _Refused(Exception):
@@ -314,6 +318,19 @@ def _read_tags(ctx: RowContext, cells: Sequence[str], row: _Draft) -> None:
     row.tags = list(tags)
 
 
+def _read_notes(ctx: RowContext, cells: Sequence[str], row: _Draft) -> None:
+    """Each non-empty notes cell is one note, as written (line breaks kept); once if repeated."""
+    for index in ctx.plan.notes:
+        text = unguard(cells[index].strip()) if index < len(cells) else ""
+        if not text or text in row.notes:
+            continue
+        if len(text) > MAX_NOTE:
+            raise _Refused(
+                f"the note is longer than {MAX_NOTE} characters", "notes", ctx.plan.header[index]
+            )
+        row.notes.append(text)
+
+
 def _read_name(given: Given, row: _Draft) -> None:
     if found := given.get("name"):
         row.name = _short(*found, "name")
@@ -345,6 +362,7 @@ def read_row(ctx: RowContext, row: int, line: int, cells: Sequence[str]) -> Cont
         _read_phones(ctx, cells, contact)
         _read_emails(ctx, cells, contact)
         _read_tags(ctx, cells, contact)
+        _read_notes(ctx, cells, contact)
         _read_name(given, contact)
     except _Refused as refused:
         return RowError(row, line, refused.field, refused.column, refused.message)
@@ -360,6 +378,7 @@ def read_row(ctx: RowContext, row: int, line: int, cells: Sequence[str]) -> Cont
         tuple(contact.emails),
         tuple(contact.tags),
         json.dumps(contact.custom) if contact.custom else None,
+        tuple(contact.notes),
     )
 
 

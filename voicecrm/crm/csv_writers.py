@@ -34,10 +34,11 @@ from voicecrm.crm.csv_plan import (
     new_contact_values,
 )
 from voicecrm.crm.csv_rows import ContactRow
-from voicecrm.crm.models import TimelineEvent
+from voicecrm.crm.models import Note, TimelineEvent
 
 EVENTS = cast(Table, TimelineEvent.__table__)
-WRITTEN = (CONTACTS, PHONES, EMAILS, TAGS, EVENTS)
+NOTES = cast(Table, Note.__table__)
+WRITTEN = (CONTACTS, PHONES, EMAILS, TAGS, NOTES, EVENTS)
 Processor = Callable[[Any], Any]
 _field_values = itemgetter(*FIELDS)
 _CUSTOM = FIELDS.index("custom_fields")
@@ -128,8 +129,9 @@ _UPDATE = (
 )
 
 
-async def allocate_ids(conn: AsyncConnection, count: int) -> list[int]:
-    """Ids for new contacts, known before they are inserted so that phones can point at them.
+async def allocate_ids(conn: AsyncConnection, table: Table, count: int) -> list[int]:
+    """Ids for new rows of `table`, known before they are inserted so that phones can
+    point at their contact and a note's timeline entry at the note.
 
     Inserts then need no RETURNING, which COPY does not offer and whose row order
     SQLite does not promise for multi-row inserts.
@@ -137,14 +139,14 @@ async def allocate_ids(conn: AsyncConnection, count: int) -> list[int]:
     if count == 0:
         return []
     if conn.dialect.name == "postgresql":
-        sequence = func.pg_get_serial_sequence(CONTACTS.name, "id")
+        sequence = func.pg_get_serial_sequence(table.name, "id")
         rows = await conn.execute(
             select(func.nextval(sequence)).select_from(func.generate_series(1, count))
         )
         return [int(value) for (value,) in rows]
     # SQLite: the batch's transaction began with BEGIN IMMEDIATE and holds the only
     # write lock until it commits, so no other writer can take these ids meanwhile.
-    top = int(await conn.scalar(select(func.coalesce(func.max(CONTACTS.c.id), 0))) or 0)
+    top = int(await conn.scalar(select(func.coalesce(func.max(table.c.id), 0))) or 0)
     return list(range(top + 1, top + 1 + count))
 
 
@@ -163,11 +165,12 @@ class _Rows:
         self.phones: list[tuple[Any, ...]] = []
         self.emails: list[tuple[Any, ...]] = []
         self.tags: list[tuple[int, str]] = []
+        self.notes: list[tuple[int, str]] = []
 
     def add_row(self, contact_id: int, row: ContactRow) -> None:
         """A contact created from `row` alone: its rows straight from the row's values."""
         self.contacts.append((contact_id, *_contact_values(new_contact_values(row))))
-        _row, _line, _display, _name, _values, phones, emails, tags, _custom = row
+        _row, _line, _display, _name, _values, phones, emails, tags, _custom, notes = row
         unique = self.unique
         self.phones += [
             (contact_id, e164, e164 if unique else None, original, label, region, i)
@@ -175,6 +178,8 @@ class _Rows:
         ]
         self.emails += [(contact_id, e, label, i) for i, (e, label) in enumerate(emails)]
         self.tags += [(contact_id, tag) for tag in tags]
+        if notes:
+            self.notes += [(contact_id, text) for text in notes]
 
     def add_target(self, contact_id: int, target: Target) -> None:
         if target.new:
@@ -182,13 +187,14 @@ class _Rows:
         self.phones += [(contact_id, *row) for row in target.phone_rows]
         self.emails += [(contact_id, *row) for row in target.email_rows]
         self.tags += [(contact_id, tag) for tag in target.tag_rows]
+        self.notes += [(contact_id, text) for text in target.note_rows]
 
 
 async def write_plan(conn: AsyncConnection, plan: BatchPlan, actor: Actor, now: datetime) -> None:
     """Write what `plan` decided, in the connection's transaction."""
     # New contacts take ids in the order their rows come in the file (refs count down).
     created = sorted([*plan.new_rows, *(t.ref for t in plan.targets.values() if t.new)])
-    ids = await allocate_ids(conn, len(created))
+    ids = await allocate_ids(conn, CONTACTS, len(created))
     real = dict(zip(reversed(created), ids, strict=True))
     rows = _Rows(plan.settings.unique_phones)
     for ref in reversed(created):
@@ -217,14 +223,43 @@ async def write_plan(conn: AsyncConnection, plan: BatchPlan, actor: Actor, now: 
                 for t in changed
             ],
         )
+    events = [(real[ref], kind, data) for ref, kind, data in plan.events]
+    events += await _insert_notes(conn, rows.notes, actor, now)
     await insert_rows(
         conn,
         EVENTS,
         ("contact_id", "kind", "data"),
         {"team_id": actor.team_id, "occurred_at": now, "actor_user_id": actor.user_id},
-        [(real[ref], kind, data) for ref, kind, data in plan.events],
+        events,
         serialized=frozenset({"data"}),
     )
+
+
+def note_added_text(note_id: int, content: str) -> str:
+    """The JSON of a "note_added" event for an imported (General) note; the job checks
+    once, through `timeline.event_row`, that the kind takes this shape."""
+    return json.dumps({"note_id": note_id, "type": "general", "content": content})
+
+
+async def _insert_notes(
+    conn: AsyncConnection, notes: Sequence[tuple[int, str]], actor: Actor, now: datetime
+) -> list[tuple[int, str, str]]:
+    """Insert the batch's notes (General, unpinned, by the importing user); their events."""
+    ids = await allocate_ids(conn, NOTES, len(notes))
+    constants = {
+        "team_id": actor.team_id,
+        "author_user_id": actor.user_id,
+        "type": "general",
+        "pinned": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    numbered = [(note_id, *note) for note_id, note in zip(ids, notes, strict=True)]
+    await insert_rows(conn, NOTES, ("id", "contact_id", "content"), constants, numbered)
+    return [
+        (contact_id, "note_added", note_added_text(note_id, text))
+        for note_id, contact_id, text in numbered
+    ]
 
 
 async def refresh_statistics(conn: AsyncConnection) -> None:
