@@ -1,4 +1,5 @@
-"""CSV export: the columns, which contacts, batches, and a file that imports back as it was."""
+"""CSV export: the columns, which contacts, batches, a byte-order mark for Excel when asked,
+and a file that imports back as it was."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from voicecrm.crm import contacts as service
 from voicecrm.crm import stages
 from voicecrm.crm.bulk import Selection
 from voicecrm.crm.csv_columns import EXPORT_COLUMNS
-from voicecrm.crm.csv_export import export_csv
+from voicecrm.crm.csv_export import BYTE_ORDER_MARK, export_csv
 from voicecrm.crm.csv_import import ImportOptions, import_contacts
 from voicecrm.crm.schemas import ContactCreate, EmailIn, PhoneIn
 from voicecrm.crm.search import ContactFilter
@@ -159,3 +160,73 @@ async def test_an_export_comes_a_batch_at_a_time(database: Database, world: Team
         ]
     assert batches == [500, 500, 100]
     assert len(chunks) == 4  # the header, then one chunk per batch
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+async def export_chunks(database: Database, actor: Actor, *, bom: bool | None = None) -> list[str]:
+    """The chunks as `export_csv` yields them; `bom=None` leaves the option at its default."""
+    async with database.transaction(read_only=True) as session:
+        if bom is None:
+            return [chunk async for chunk in export_csv(session, actor, EVERYTHING)]
+        return [chunk async for chunk in export_csv(session, actor, EVERYTHING, bom=bom)]
+
+
+async def add_accented_names(database: Database, actor: Actor) -> None:
+    await add(
+        database,
+        actor,
+        name="Zoë Müller",
+        company="Café Ñandú",
+        phones=[PhoneIn(number="(415) 555-0123")],
+    )
+    await add(
+        database, actor, name="José", emails=[EmailIn(email="jose@x.example")], tags=["señor"]
+    )
+
+
+async def test_an_export_by_default_is_utf_8_without_a_byte_order_mark(
+    database: Database, world: TeamWorld
+) -> None:
+    await add_accented_names(database, world.admin)
+    chunks = await export_chunks(database, world.admin)
+    data = "".join(chunks).encode()
+    assert data.startswith(b"id,name,company,")
+    assert UTF8_BOM not in data and all(BYTE_ORDER_MARK not in chunk for chunk in chunks)
+    assert "Zoë Müller".encode() in data
+    assert chunks == await export_chunks(database, world.admin, bom=False)
+
+
+async def test_an_export_for_excel_starts_with_a_byte_order_mark_and_only_once(
+    database: Database, world: TeamWorld
+) -> None:
+    rows = "".join(f"Zoë {i},415555{i:04d}\n" for i in range(600))  # two batches
+    await import_contacts(database, world.admin, io.BytesIO(f"name,phone\n{rows}".encode()))
+    plain = await export_chunks(database, world.admin)
+    excel = await export_chunks(database, world.admin, bom=True)
+    assert len(excel) == len(plain) == 3  # the header, then one chunk per batch
+    assert excel[0] == BYTE_ORDER_MARK + plain[0]
+    assert excel[1:] == plain[1:]  # later chunks never carry the mark
+    data = "".join(excel).encode()
+    assert data == UTF8_BOM + "".join(plain).encode()
+    assert data.count(UTF8_BOM) == 1
+
+
+async def test_an_export_for_excel_imports_back_as_it_was(
+    database: Database, world: TeamWorld
+) -> None:
+    await add_accented_names(database, world.admin)
+    data = "".join(await export_chunks(database, world.admin, bom=True)).encode()
+    assert data.startswith(UTF8_BOM + b"id,")
+    report = await import_contacts(database, world.admin, io.BytesIO(data))
+    assert (report.created, report.updated, report.unchanged, report.failed) == (0, 0, 2, 0)
+    # The first column is read as `id`, not as a column named "\ufeffid".
+    assert report.ignored_columns == ["id", "carrier", "created_at", "updated_at"]
+    other = await make_team(database, "Other")
+    report = await import_contacts(database, other.admin, io.BytesIO(data))
+    assert (report.created, report.failed) == (2, 0)
+    names = [
+        (row["name"], row["company"], row["tags"]) for row in await export(database, other.admin)
+    ]
+    assert names == [("Zoë Müller", "Café Ñandú", ""), ("José", "", "señor")]

@@ -164,10 +164,87 @@ async def test_a_bad_export_filter_is_a_problem_not_a_cut_off_file(api: Api) -> 
     assert status == 422
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+async def export_bytes(api: Api, **params: str) -> bytes:
+    response = await api.client.get(
+        "/api/v1/contacts/export.csv", params=params, headers=api.headers()
+    )
+    assert response.status == 200, await response.text()
+    assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
+    return await response.read()
+
+
+async def test_an_export_has_no_byte_order_mark_unless_asked_for_excel(api: Api) -> None:
+    await api.post("/contacts", {"name": "Zoë Müller", "phones": [{"number": "4155550123"}]})
+    await api.post("/contacts", {"name": "José", "tags": ["vip"]})
+    plain = await export_bytes(api)
+    assert plain.startswith(b"id,name,") and UTF8_BOM not in plain
+    assert await export_bytes(api, bom="false") == plain
+    excel = await export_bytes(api, bom="true")
+    assert excel == UTF8_BOM + plain and excel.count(UTF8_BOM) == 1
+    assert "Zoë Müller".encode() in excel
+    vip = await export_bytes(api, tag="vip", bom="true")
+    assert vip.startswith(UTF8_BOM + b"id,") and [r["name"] for r in rows(vip.decode())] == ["José"]
+
+
+async def test_an_export_of_a_selection_for_excel_starts_with_a_byte_order_mark(
+    api: Api,
+) -> None:
+    _, zoe = await api.post("/contacts", {"name": "Zoë"})
+    for bom, start in (("true", UTF8_BOM + b"id,"), ("false", b"id,")):
+        response = await api.client.post(
+            "/api/v1/contacts/export",
+            json={"ids": [zoe["id"]]},
+            params={"bom": bom},
+            headers=api.headers(),
+        )
+        assert response.status == 200
+        body = await response.read()
+        assert body.startswith(start) and body.count(UTF8_BOM) == (bom == "true")
+        assert "Zoë".encode() in body
+
+
+async def test_an_export_for_excel_imports_back_unchanged(api: Api) -> None:
+    await upload(api, GOOGLE)
+    excel = await export_bytes(api, bom="true")
+    assert excel.startswith(UTF8_BOM)
+    status, report = await upload(api, excel)
+    assert status == 200, report
+    assert (report["created"], report["updated"], report["unchanged"]) == (0, 0, 3)
+    assert report["ignored_columns"][0] == "id"
+
+
+async def test_a_bom_that_is_not_a_boolean_is_a_problem(api: Api) -> None:
+    response = await api.client.get(
+        "/api/v1/contacts/export.csv", params={"bom": "maybe"}, headers=api.headers()
+    )
+    assert response.status == 422
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    problem = await response.json(content_type=None)
+    assert problem["detail"].startswith("bom: ")
+    assert [e["loc"] for e in problem["errors"]] == [["query", "bom"]]
+    response = await api.client.post(
+        "/api/v1/contacts/export",
+        json={"ids": [1]},
+        params={"bom": "maybe"},
+        headers=api.headers(),
+    )
+    assert response.status == 422
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+
+
 async def test_openapi_documents_the_csv_routes(api: Api) -> None:
     _, doc = await api.as_(None).get("/openapi.json")
     export = doc["paths"]["/contacts/export.csv"]["get"]
     assert "text/csv" in export["responses"]["200"]["content"]
+    for operation in (export, doc["paths"]["/contacts/export"]["post"]):
+        [bom] = [p for p in operation["parameters"] if p["name"] == "bom"]
+        assert bom["in"] == "query" and bom["required"] is False
+        assert bom["schema"] == {"type": "boolean", "default": False, "title": "Bom"}
+        assert "byte-order mark" in bom["description"] and "Excel" in bom["description"]
+        assert "422" in operation["responses"]
     imp = doc["paths"]["/contacts/import"]["post"]
     assert "text/csv" in imp["requestBody"]["content"]
     assert {p["name"] for p in imp["parameters"]} == {"dry_run", "on_match", "mapping", "file_name"}

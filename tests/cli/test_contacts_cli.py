@@ -137,3 +137,22 @@ def test_export_writes_a_file_or_standard_output_with_filters(
     assert [row["name"] for row in exported] == ["Jane Roe", "Kim Lee", "Only Email"]
     assert main(["contacts", "import", str(target)]) == 0
     assert "0 created, 0 updated, 3 unchanged" in capsys.readouterr().out
+
+
+def test_export_for_excel_starts_with_a_byte_order_mark_and_imports_back(
+    cli_env: TeamWorld, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "in.csv").write_text("name,phone\nZoë Müller,4155550123\nJosé,4155550124\n")
+    assert main(["contacts", "import", str(tmp_path / "in.csv")]) == 0
+    plain, excel = tmp_path / "plain.csv", tmp_path / "excel.csv"
+    assert main(["contacts", "export", str(plain)]) == 0
+    assert main(["contacts", "export", "--bom", str(excel)]) == 0
+    assert not plain.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert excel.read_bytes() == b"\xef\xbb\xbf" + plain.read_bytes()
+    assert "Zoë Müller".encode() in excel.read_bytes()
+    capsys.readouterr()
+    assert main(["contacts", "export", "--bom"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("\ufeffid,") and out.count("\ufeff") == 1
+    assert main(["contacts", "import", str(excel)]) == 0
+    assert "0 created, 0 updated, 2 unchanged" in capsys.readouterr().out

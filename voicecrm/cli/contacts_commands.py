@@ -238,7 +238,8 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         selection = _selection(args)
         async with database.transaction(read_only=True) as session:
             with _output(args.file) as out:
-                async for chunk in export_csv(session, actor, selection, on_batch=counted):
+                chunks = export_csv(session, actor, selection, on_batch=counted, bom=args.bom)
+                async for chunk in chunks:
                     out.write(chunk)
     except OSError as err:
         print(f"voicecrm: cannot write {args.file}: {err.strerror or err}", file=sys.stderr)
@@ -326,6 +327,12 @@ def register(sub: Any) -> None:
     blocked = exp.add_mutually_exclusive_group()
     blocked.add_argument("--blocked", dest="blocked", action="store_const", const=True)
     blocked.add_argument("--not-blocked", dest="blocked", action="store_const", const=False)
+    exp.add_argument(
+        "--bom",
+        action="store_true",
+        help="start the file with a UTF-8 byte-order mark, so that Excel shows accented "
+        "names right (off by default: other programs reading the CSV may not expect it)",
+    )
     exp.set_defaults(func=cmd_export)
 
 

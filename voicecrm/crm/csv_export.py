@@ -23,6 +23,10 @@ same contacts (`csv_columns` recognises every one of them):
 - times are ISO 8601 in UTC;
 - a text cell that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`) is
   prefixed with `'`, which import removes again.
+
+The text carries no byte-order mark unless asked (`bom=True`): programs reading
+the CSV do not expect one, but Excel reads a UTF-8 file without it in the local
+ANSI code page and garbles every accented name. Import skips the mark either way.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ from voicecrm.accounts.models import User
 from voicecrm.crm.bulk import Selection, selected_ids
 from voicecrm.crm.csv_columns import EXPORT_COLUMNS, guard
 from voicecrm.crm.models import Contact, ContactEmail, ContactPhone, ContactTag, Stage
+
+# U+FEFF, encoded as UTF-8 it is the three bytes EF BB BF that tell Excel the file is UTF-8.
+BYTE_ORDER_MARK = "\ufeff"
 
 
 def _cell_label(label: str) -> str:
@@ -143,14 +150,19 @@ async def export_csv(
     selection: Selection,
     *,
     on_batch: Callable[[int], None] | None = None,
+    bom: bool = False,
 ) -> AsyncIterator[str]:
     """The CSV text of the selected contacts the actor can see: the header, then a chunk per batch.
 
     The session is used for reads only; give it a read-only transaction of its own.
-    `on_batch` hears how many contacts each chunk holds.
+    `on_batch` hears how many contacts each chunk holds. With `bom` the header chunk,
+    and only it, starts with `BYTE_ORDER_MARK`, for a file Excel will open as UTF-8;
+    encode the chunks as UTF-8 then, as the mark promises.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
+    if bom:
+        buffer.write(BYTE_ORDER_MARK)
     writer.writerow(EXPORT_COLUMNS)
     yield buffer.getvalue()
     async for ids in selected_ids(session, actor, selection):

@@ -2,7 +2,9 @@
 
 Exports are written to the response a batch at a time inside one read-only
 transaction, so their memory does not grow with the number of contacts and, on
-SQLite, they never hold the write lock that calls need.
+SQLite, they never hold the write lock that calls need. `bom=true` starts the
+file with a UTF-8 byte-order mark, which Excel needs to read accented names; it
+is opt-in because other programs reading the CSV do not expect one.
 
 An import's body is streamed from the socket to a temporary file (never read
 into memory; refused with 413 past the size limit), then imported from there:
@@ -47,6 +49,28 @@ DEFAULT_MAX_IMPORT_BYTES = 512 * 1_048_576
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 _CHUNK = 256 * 1024
 CSV_BODY = {"text/csv": {"schema": {"type": "string"}}}
+
+
+_BOM = (
+    "Start the file with a UTF-8 byte-order mark, so that Excel opens it as UTF-8 and "
+    "shows accented names right; importing the file back reads it either way."
+)
+
+
+class ExportFormat(BaseModel):
+    """How an export's file is written, whichever contacts it holds."""
+
+    model_config = ConfigDict(extra="forbid")
+    bom: bool = Field(False, description=_BOM)
+
+
+class ExportQuery(ContactFilter):
+    """The filter of a `GET` export, with its format beside it in the same query string."""
+
+    bom: bool = Field(False, description=_BOM)
+
+    def contact_filter(self) -> ContactFilter:
+        return ContactFilter.model_validate(self.model_dump(exclude={"bom"}, exclude_unset=True))
 
 
 class ImportQuery(BaseModel):
@@ -134,8 +158,8 @@ async def import_csv(ctx: Ctx) -> ImportReport:
         return await import_contacts(ctx.database, ctx.actor, spool, options)
 
 
-async def _stream(ctx: Ctx, selection: Selection) -> web.StreamResponse:
-    chunks: AsyncIterator[str] = export_csv(ctx.session, ctx.actor, selection)
+async def _stream(ctx: Ctx, selection: Selection, *, bom: bool) -> web.StreamResponse:
+    chunks: AsyncIterator[str] = export_csv(ctx.session, ctx.actor, selection, bom=bom)
     # The first batch is read before the response starts, so that a bad filter is
     # still answered with a problem document rather than a cut-off CSV.
     head = await anext(chunks)
@@ -157,11 +181,12 @@ async def _stream(ctx: Ctx, selection: Selection) -> web.StreamResponse:
 
 
 async def export_filtered(ctx: Ctx) -> web.StreamResponse:
-    return await _stream(ctx, Selection(filter=ctx.query(ContactFilter)))
+    query = ctx.query(ExportQuery)
+    return await _stream(ctx, Selection(filter=query.contact_filter()), bom=query.bom)
 
 
 async def export_selection(ctx: Ctx) -> web.StreamResponse:
-    return await _stream(ctx, ctx.body(Selection))
+    return await _stream(ctx, ctx.body(Selection), bom=ctx.query(ExportFormat).bom)
 
 
 ROUTES = [
@@ -171,13 +196,14 @@ ROUTES = [
         export_filtered,
         "Export the contacts a filter matches as CSV (streamed)",
         "csv",
-        query=ContactFilter,
+        query=ExportQuery,
         response_content=CSV_BODY,
         read_only=True,
         description="Columns: id, name, company, type, phones, emails, tags, stage, status, "
         "rating, source, responsible, caller_id_name, carrier, blocked, custom_fields, "
         "created_at, updated_at. Phones and emails are `label: value; label: value`; "
-        "custom fields one JSON object. Importing the file gives the same contacts back.",
+        "custom fields one JSON object. Importing the file gives the same contacts back. "
+        "UTF-8 without a byte-order mark unless `bom=true` (for Excel).",
     ),
     Route(
         "POST",
@@ -186,8 +212,11 @@ ROUTES = [
         "Export a selection (ids or a filter) as CSV (streamed)",
         "csv",
         body=Selection,
+        query=ExportFormat,
         response_content=CSV_BODY,
         read_only=True,
+        description="The columns of `GET /contacts/export.csv`. UTF-8 without a byte-order "
+        "mark unless `bom=true` (for Excel).",
     ),
     Route(
         "POST",
