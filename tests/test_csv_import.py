@@ -666,3 +666,24 @@ def test_phone_parsing_agrees_with_the_straightforward_calls_for_every_region() 
                     assert got == expected, (text, default)
                     checked += 1
     assert checked > 5000
+
+
+async def test_a_first_pass_the_caller_already_ran_is_used_not_run_again(
+    database: Database, world: TeamWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background route checks an upload before it creates the job; the job then
+    starts writing at once instead of reading a large file through a second time."""
+    scans: list[int] = []
+    real_scan = csv_import.scan
+
+    def counted_scan(*args: Any) -> tuple[list[str], int]:
+        scans.append(1)
+        return real_scan(*args)
+
+    monkeypatch.setattr(csv_import, "scan", counted_scan)
+    file = io.BytesIO(b"name,phone\nAda,+12125550199\nBob,+12125550198\n")
+    checked = await csv_import.check_file(file, ImportOptions())
+    report = await import_contacts(database, world.admin, file, ImportOptions(), checked=checked)
+    assert (len(scans), report.total_rows, report.created) == (1, 2, 2)
+    await import_contacts(database, world.admin, file, ImportOptions())
+    assert len(scans) == 2  # without it, the job runs its own first pass

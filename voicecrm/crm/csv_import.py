@@ -1,10 +1,13 @@
 """Importing contacts from CSV: a million rows, in constant memory, at database speed.
 
-The job reads the file twice. The first pass only decodes and splits it (about
-two seconds a million rows): a file that is not text in the given encoding, not
-CSV, or has no column naming, reaching or identifying a contact is refused then,
-before anything is written, and the row count it yields drives the progress
-display. The second pass imports, a batch of rows at a time:
+The job reads the file twice. The first pass (`check_file`) only decodes and
+splits it (about two seconds a million rows): a file that is not text in the
+given encoding, not CSV, or has no column naming, reaching or identifying a
+contact is refused then, before anything is written, and the row count it yields
+drives the progress display. A caller that ran it already (the background
+import route, to refuse a bad upload before it creates a job) passes its result
+on instead of reading the file a third time. The second pass imports, a batch of
+rows at a time:
 
 1. rows are read into contact fields, phone numbers parsed (`csv_rows`,
    `csv_phones`), in worker processes while earlier batches are written, or on
@@ -45,6 +48,7 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO
 
 from sqlalchemy import select
@@ -81,6 +85,7 @@ __all__ = [
     "MAX_REPORTED_ERRORS",
     "STATISTICS_AFTER",
     "WORKERS_FROM_BYTES",
+    "CheckedFile",
     "ErrorCallback",
     "ImportOptions",
     "ImportReport",
@@ -220,14 +225,22 @@ class _Job:
                 on_error(error)
 
 
-async def check_file(file: IO[bytes], options: ImportOptions) -> tuple[ColumnPlan, int]:
-    """The first pass over the file: what its columns mean, and how many data rows it has.
+@dataclass(frozen=True, slots=True)
+class CheckedFile:
+    """What the first pass found: what the columns mean, and how many data rows there are."""
+
+    columns: ColumnPlan
+    rows: int
+
+
+async def check_file(file: IO[bytes], options: ImportOptions) -> CheckedFile:
+    """The first pass over the file.
 
     Raises `InvalidCSV` for a file that cannot be read (undecodable text, no header,
     columns that name no field) before anything is written.
     """
     header, total = await asyncio.to_thread(scan, file, options.encoding)
-    return plan_columns(header, options.mapping), total
+    return CheckedFile(plan_columns(header, options.mapping), total)
 
 
 async def import_contacts(
@@ -238,19 +251,22 @@ async def import_contacts(
     *,
     on_progress: ProgressCallback | None = None,
     on_error: ErrorCallback | None = None,
+    checked: CheckedFile | None = None,
 ) -> ImportReport:
     """Import a CSV file (seekable, binary) into the actor's team; see the module docstring.
 
     Refuses with `InvalidCSV` (nothing written) a file it cannot read; reports row
     errors and goes on. `on_progress` is called after each batch, `on_error` once per
-    row error as they are found (the report keeps only the first ones).
+    row error as they are found (the report keeps only the first ones). `checked` is
+    `check_file`'s answer for this very file and these options, if the caller has it.
     """
     options = options or ImportOptions()
     actor.require_admin()
     if not 1 <= options.batch_size <= 20_000:
         raise InvalidInput("batch_size must be between 1 and 20000", field="batch_size")
     started = time.perf_counter()
-    plan, total = await check_file(file, options)
+    checked = checked or await check_file(file, options)
+    plan, total = checked.columns, checked.rows
     context, stage_names = await _row_context(database, actor, plan)
     report = ImportReport(
         dry_run=options.dry_run,

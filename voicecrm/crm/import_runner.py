@@ -17,7 +17,7 @@ from pathlib import Path
 
 from voicecrm.accounts.actor import Actor
 from voicecrm.crm import import_jobs
-from voicecrm.crm.csv_import import ImportOptions, ImportReport, import_contacts
+from voicecrm.crm.csv_import import CheckedFile, ImportOptions, ImportReport, import_contacts
 from voicecrm.errors import VoiceCRMError
 from voicecrm.storage import Database
 
@@ -32,12 +32,24 @@ class ImportRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    def start(self, actor: Actor, job_id: int, path: Path, options: ImportOptions) -> None:
-        """Run job `job_id` on `path`, which the runner deletes when the job ends."""
+    def start(
+        self,
+        actor: Actor,
+        job_id: int,
+        path: Path,
+        options: ImportOptions,
+        checked: CheckedFile | None = None,
+    ) -> None:
+        """Run job `job_id` on `path`, which the runner deletes when the job ends.
+
+        `checked`: `csv_import.check_file`'s answer for the file, if the caller has it.
+        """
         if self._closed:
             path.unlink(missing_ok=True)
             raise RuntimeError("the import runner is closed")
-        task = asyncio.create_task(self._run(actor, job_id, path, options), name=f"import-{job_id}")
+        task = asyncio.create_task(
+            self._run(actor, job_id, path, options, checked), name=f"import-{job_id}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -55,7 +67,14 @@ class ImportRunner:
             task.cancel()
         await self.wait()
 
-    async def _run(self, actor: Actor, job_id: int, path: Path, options: ImportOptions) -> None:
+    async def _run(
+        self,
+        actor: Actor,
+        job_id: int,
+        path: Path,
+        options: ImportOptions,
+        checked: CheckedFile | None,
+    ) -> None:
         progress = _Progress()
         beating = asyncio.create_task(self._beat(job_id, progress))
         try:
@@ -63,7 +82,12 @@ class ImportRunner:
                 await import_jobs.mark_running(session, job_id)
             with path.open("rb") as file:
                 report = await import_contacts(
-                    self._database, actor, file, options, on_progress=progress.update
+                    self._database,
+                    actor,
+                    file,
+                    options,
+                    on_progress=progress.update,
+                    checked=checked,
                 )
         except asyncio.CancelledError:
             await self._fail(job_id, "the service stopped", progress.latest)

@@ -54,13 +54,14 @@ async def start_import(ctx: Ctx) -> web.StreamResponse:
         with os.fdopen(handle, "w+b") as spool:
             await spool_body(ctx.request, spool, limit)
             size = spool.tell()
-            await check_file(spool, options)  # an unreadable file: 422, and no job
+            checked = await check_file(spool, options)  # an unreadable file: 422, no job
         async with ctx.database.transaction() as session:
             job = await import_jobs.create_job(
                 session, ctx.actor, file_name=options.file_name, dry_run=options.dry_run
             )
             view = import_jobs.view(job)
-        runner.start(ctx.actor, job.id, path, replace(options, workers=suggested_workers(size)))
+        options = replace(options, workers=suggested_workers(size))
+        runner.start(ctx.actor, job.id, path, options, checked)
     except BaseException:
         await asyncio.to_thread(path.unlink, missing_ok=True)
         raise
