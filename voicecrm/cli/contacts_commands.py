@@ -290,7 +290,7 @@ def register(sub: Any) -> None:
         default=[],
         metavar="CSVCOL=field",
         help="read a column as a field: name, first_name, last_name, company, "
-        "phone, phone.<label>, email, tags, stage, status, custom.<key>, ignore ... "
+        "phone, phone.<label>, email, tags, notes, stage, status, custom.<key>, ignore ... "
         "(repeatable)",
     )
     imp.add_argument("--team", type=int, help="team id (default: the first team)")
