@@ -4,7 +4,7 @@ Schema and team go through the real code (`migrate.upgrade`,
 `accounts.service.create_team`); the bulk rows do not, because a million
 `create_contact` calls would take an hour and measure nothing the bench
 reports. The rows are what the service itself writes for an imported contact:
-one `contacts` row, one `contact_phones` row with `unique_e164 = e164` (the
+one `contacts` row, one `contact_phones` row with `duplicate_key = 0` (the
 team forbids duplicate numbers) and one `contact_created` timeline event each.
 
 One contact (the first) also gets `events` timeline events (calls, notes,
@@ -95,7 +95,7 @@ def _contact_rows(team_id: int, numbers: array[int], now: datetime) -> Iterator[
                 "team_id": team_id,
                 "contact_id": contact_id,
                 "e164": number,
-                "unique_e164": number,
+                "duplicate_key": 0,
                 "original": national_format(national),
                 "label": "mobile",
                 "region": "US",

@@ -133,19 +133,22 @@ async def _contact(database: Database, team_id: int) -> int:
         return contact_id
 
 
-async def _phone(database: Database, team_id: int, contact_id: int, unique: str | None) -> None:
+async def _phone(database: Database, team_id: int, contact_id: int, key: int) -> None:
     async with database.transaction() as session:
         await session.execute(
             insert(ContactPhone).values(
                 team_id=team_id,
                 contact_id=contact_id,
                 e164="+14155550123",
-                unique_e164=unique,
+                duplicate_key=key,
                 original="+14155550123",
                 label="mobile",
                 position=0,
             )
         )
+
+
+_NUMBER_TAKEN = r"uq_contact_phones_team_id_e164_duplicate_key|UNIQUE"
 
 
 async def test_the_schema_itself_allows_one_contact_per_number_in_a_team(
@@ -154,14 +157,15 @@ async def test_the_schema_itself_allows_one_contact_per_number_in_a_team(
     """Raw inserts, no domain code: the guarantee holds for any writer, on any instance."""
     first = await _contact(database, world.team_id)
     second = await _contact(database, world.team_id)
-    await _phone(database, world.team_id, first, "+14155550123")
-    with pytest.raises(IntegrityError, match=r"uq_contact_phones_team_id_unique_e164|UNIQUE"):
-        await _phone(database, world.team_id, second, "+14155550123")
-    # A team that allows duplicates leaves `unique_e164` empty; another team has its own numbers.
-    await _phone(database, world.team_id, second, None)
-    await _phone(database, world.team_id, first, None)
+    await _phone(database, world.team_id, first, 0)
+    with pytest.raises(IntegrityError, match=_NUMBER_TAKEN):
+        await _phone(database, world.team_id, second, 0)
+    # A team that allows duplicates keys each phone by its contact; another team has its own.
+    await _phone(database, world.team_id, second, second)
+    with pytest.raises(IntegrityError, match=_NUMBER_TAKEN):
+        await _phone(database, world.team_id, second, second)
     other = await make_team(database, "Other")
-    await _phone(database, other.team_id, await _contact(database, other.team_id), "+14155550123")
+    await _phone(database, other.team_id, await _contact(database, other.team_id), 0)
 
 
 @pytest.mark.parametrize("empty_database", ["sqlite"], indirect=True)  # PostgreSQL plans by
@@ -182,3 +186,47 @@ async def test_contacts_by_stage_or_responsible_user_are_found_through_their_par
         )
     assert str(definition).endswith(f"WHERE {column} IS NOT NULL")
     assert f"ix_contacts_team_id_{column}" in details
+
+
+async def test_phones_keep_their_teams_duplicate_rule_across_migration_0005_and_back(
+    empty_database: Database,
+) -> None:
+    """0005 replaced `unique_e164` (the number, or NULL where a team allows duplicates)
+    with `duplicate_key` (0, or the contact's id): existing phones must keep their rule."""
+    database = empty_database
+    await upgrade(database)
+    await downgrade(database, "0004")
+    world = await make_team(database)
+    strict, shared_a, shared_b = [await _contact(database, world.team_id) for _ in range(3)]
+    shared = "+14155550199"
+    rows = [
+        (strict, "+14155550100", "+14155550100"),
+        (shared_a, shared, None),
+        (shared_b, shared, None),
+    ]
+    async with database.transaction() as session:
+        for contact_id, e164, unique in rows:
+            await session.execute(
+                text(
+                    "INSERT INTO contact_phones (team_id, contact_id, e164, unique_e164, "
+                    "original, label, position) VALUES (:team, :contact, :e164, :unique, "
+                    "'x', 'mobile', 0)"
+                ).bindparams(team=world.team_id, contact=contact_id, e164=e164, unique=unique)
+            )
+    await upgrade(database)
+    query = "SELECT contact_id, e164, {} FROM contact_phones ORDER BY contact_id"
+    async with database.transaction(read_only=True) as session:
+        upgraded = list(await session.execute(text(query.format("duplicate_key"))))
+    assert upgraded == [
+        (strict, "+14155550100", 0),
+        (shared_a, "+14155550199", shared_a),
+        (shared_b, "+14155550199", shared_b),
+    ]
+    await downgrade(database, "0004")
+    async with database.transaction(read_only=True) as session:
+        restored = list(await session.execute(text(query.format("unique_e164"))))
+    assert restored == [
+        (strict, "+14155550100", "+14155550100"),
+        (shared_a, "+14155550199", None),
+        (shared_b, "+14155550199", None),
+    ]

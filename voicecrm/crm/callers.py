@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicecrm.accounts.actor import Actor
 from voicecrm.crm import timeline
+from voicecrm.crm.duplicates import duplicate_key
 from voicecrm.crm.models import Contact, ContactPhone
 from voicecrm.crm.phones import NormalizedPhone, normalize_phone
 from voicecrm.crm.schemas import UNKNOWN_CALLER
@@ -183,7 +184,7 @@ async def _create(
             team_id=actor.team_id,
             contact_id=contact.id,
             e164=phone.e164,
-            unique_e164=None if actor.team.allow_duplicate_phones else phone.e164,
+            duplicate_key=duplicate_key(actor.team.allow_duplicate_phones, contact.id),
             original=raw.strip()[:100],
             label="mobile",
             region=phone.region,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from voicecrm.accounts.actor import Actor
 from voicecrm.accounts.models import User
 from voicecrm.crm import timeline
+from voicecrm.crm.duplicates import duplicate_key
 from voicecrm.crm.models import (
     Contact,
     ContactEmail,
@@ -137,7 +138,7 @@ def phone_rows(actor: Actor, contact_id: int, phones: Sequence[PhoneIn]) -> list
                 "team_id": actor.team_id,
                 "contact_id": contact_id,
                 "e164": normalized.e164,
-                "unique_e164": None if actor.team.allow_duplicate_phones else normalized.e164,
+                "duplicate_key": duplicate_key(actor.team.allow_duplicate_phones, contact_id),
                 "original": phone.number.strip(),
                 "label": phone.label,
                 "region": normalized.region,

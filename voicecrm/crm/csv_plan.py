@@ -49,7 +49,7 @@ _NEW_CONTACT: dict[str, Any] = {
     "blocked": False,
     "stage_id": None,
 }
-PHONE_COLUMNS = ("e164", "unique_e164", "original", "label", "region", "position")
+PHONE_COLUMNS = ("e164", "duplicate_key", "original", "label", "region", "position")
 EMAIL_COLUMNS = ("email", "label", "position")
 
 
@@ -69,7 +69,8 @@ class Target:
     # is known of it but its keys, so a row merging into it counts as an update.
     known: bool = True
     dirty: bool = False
-    phone_rows: list[tuple[Any, ...]] = field(default_factory=list)  # PHONE_COLUMNS
+    # PHONE_COLUMNS but the key, which needs the contact's id: (e164, original, label, ...)
+    phone_rows: list[tuple[str, str, str, str | None, int]] = field(default_factory=list)
     email_rows: list[tuple[Any, ...]] = field(default_factory=list)  # EMAIL_COLUMNS
     tag_rows: list[str] = field(default_factory=list)
     notes: set[str] = field(default_factory=set)  # the text of the contact's notes
@@ -229,14 +230,11 @@ class BatchPlan:
                 target.note_rows.append(text)
                 added_notes += 1
         grew: list[str] = []
-        unique = self.settings.unique_phones
         for e164, original, label, region, _carrier in phones:
             if e164 in target.phones:
                 continue
             target.phones.add(e164)
-            target.phone_rows.append(
-                (e164, e164 if unique else None, original, label, region, target.next_phone)
-            )
+            target.phone_rows.append((e164, original, label, region, target.next_phone))
             target.next_phone += 1
             if "phones" not in grew:
                 grew.append("phones")

@@ -1,9 +1,11 @@
 """The team setting that allows one phone number on several contacts.
 
-The rule "one number, one contact" lives in a unique index on
-`contact_phones.unique_e164`; allowing duplicates empties that column for the
-team, and forbidding them again fills it back, which the database refuses
-(and we explain) while duplicates still exist.
+The rule "one number, one contact" lives in a unique index on `contact_phones`
+(team, number, `duplicate_key`): the key is 0 for every phone of a team that
+forbids duplicates, so a number can be there once; allowing duplicates sets
+each phone's key to its contact's id, and forbidding them again sets the keys
+back to 0, which the database would refuse (and we explain first) while
+duplicates still exist.
 """
 
 from __future__ import annotations
@@ -15,11 +17,20 @@ from voicecrm.accounts.models import Team
 from voicecrm.crm.models import ContactPhone
 from voicecrm.errors import Conflict
 
+UNIQUE = 0  # the duplicate_key of every phone of a team that forbids duplicate numbers
+
+
+def duplicate_key(allow_duplicates: bool, contact_id: int) -> int:
+    """The `duplicate_key` of a phone of `contact_id` in a team with that setting."""
+    return contact_id if allow_duplicates else UNIQUE
+
 
 async def set_duplicate_phones(session: AsyncSession, team: Team, allow: bool) -> None:
     if allow:
         await session.execute(
-            update(ContactPhone).where(ContactPhone.team_id == team.id).values(unique_e164=None)
+            update(ContactPhone)
+            .where(ContactPhone.team_id == team.id)
+            .values(duplicate_key=ContactPhone.contact_id)
         )
     else:
         shared = await session.scalar(
@@ -38,8 +49,6 @@ async def set_duplicate_phones(session: AsyncSession, team: Team, allow: bool) -
                 numbers=shared,
             )
         await session.execute(
-            update(ContactPhone)
-            .where(ContactPhone.team_id == team.id)
-            .values(unique_e164=ContactPhone.e164)
+            update(ContactPhone).where(ContactPhone.team_id == team.id).values(duplicate_key=UNIQUE)
         )
     team.allow_duplicate_phones = allow

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from voicecrm.accounts.actor import Actor
 from voicecrm.crm import timeline
 from voicecrm.crm.contacts import change_stage, visible_to
+from voicecrm.crm.duplicates import UNIQUE
 from voicecrm.crm.models import (
     Contact,
     ContactEmail,
@@ -57,6 +58,8 @@ async def _move_unless_present(
             continue
         have.add(value)
         row.contact_id, row.position = survivor_id, position
+        if isinstance(row, ContactPhone) and row.duplicate_key != UNIQUE:
+            row.duplicate_key = survivor_id  # the survivor's now (teams allowing duplicates)
         position += 1
 
 

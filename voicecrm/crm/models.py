@@ -105,16 +105,16 @@ class Contact(Base):
 class ContactPhone(Base):
     """A contact's phone number, normalised to E.164.
 
-    `unique_e164` equals `e164` when the team forbids duplicate numbers and is
-    NULL when it allows them; the unique index on it is what guarantees that two
-    concurrent first calls from one new number cannot create two contacts.
+    `duplicate_key` is 0 while the team forbids duplicate numbers and the contact's
+    id while it allows them. The unique index on (team, number, key) then allows
+    one row per number in the first case, which is what guarantees that two
+    concurrent first calls from one new number cannot create two contacts, and
+    one per number and contact in the second; and the same index finds a number's
+    contact, so each phone written costs one index entry on its number, not two.
     """
 
     __tablename__ = "contact_phones"
-    __table_args__ = (
-        UniqueConstraint("team_id", "unique_e164"),
-        Index(None, "team_id", "e164"),
-    )
+    __table_args__ = (UniqueConstraint("team_id", "e164", "duplicate_key"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
@@ -122,7 +122,8 @@ class ContactPhone(Base):
         ForeignKey("contacts.id", ondelete="CASCADE"), index=True
     )
     e164: Mapped[str] = mapped_column(String(20))
-    unique_e164: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # 0 (unique, and what a writer that does not say gets) or the contact's id.
+    duplicate_key: Mapped[int] = mapped_column(BigId, server_default="0")
     original: Mapped[str] = mapped_column(String(100))
     label: Mapped[str] = mapped_column(String(50), default="mobile")
     region: Mapped[str | None] = mapped_column(String(2), nullable=True)
