@@ -19,7 +19,7 @@ from sqlalchemy import text as sql
 
 from tests.conftest import TeamWorld
 from voicecrm.crm import contacts as service
-from voicecrm.crm import csv_import, csv_lookups, stages, timeline
+from voicecrm.crm import csv_import, csv_lookups, csv_records, stages, timeline
 from voicecrm.crm.csv_columns import guard, unguard
 from voicecrm.crm.csv_import import ImportOptions, ImportReport, OnMatch, import_contacts
 from voicecrm.crm.models import Contact, Note, TimelineEvent
@@ -534,6 +534,44 @@ async def test_a_file_in_another_encoding_imports_when_told_which(
     assert (await all_contacts(database, world))[0].name == "Béa Dupré"
 
 
+# Excel's "Unicode text" starts with a byte-order mark; other writers leave it out, and
+# then plain ASCII even decodes as UTF-8, with a NUL after every character.
+@pytest.mark.parametrize(
+    ("encoding", "name"),
+    [("utf-16", "Béa Dupré"), ("utf-16-le", "Béa Dupré"), ("utf-16-le", "Bea")],
+)
+async def test_a_utf16_file_read_as_utf8_is_refused_saying_so_and_imports_when_told(
+    database: Database, world: TeamWorld, encoding: str, name: str
+) -> None:
+    data = f"name,phone\n{name},415 555 0102\n".encode(encoding)
+    with pytest.raises(InvalidCSV, match="UTF-16") as refused:
+        await run_import(database, world, data, encoding="utf-8")
+    assert refused.value.field == "encoding"
+    assert await all_contacts(database, world) == []
+    report = await run_import(database, world, data, encoding=encoding)
+    assert (report.created, (await all_contacts(database, world))[0].name) == (1, name)
+
+
+@pytest.mark.parametrize("batch_size", [1, 1000])
+async def test_text_comes_back_exactly_as_written_and_nul_characters_are_dropped(
+    database: Database, world: TeamWorld, batch_size: int
+) -> None:
+    name = 'Zoë "Z" Müller-Łukasz 😀 \\ O\'Brien'
+    text = (
+        "name,company,phone,tags,notes,custom.nickname\n"
+        f'"{name.replace(chr(34), chr(34) * 2)}",Nul\x00l Corp,+1 415 555 0102,'
+        '"ünïcode;x",'
+        '"line one\nline two, with ""quotes""",😀\n'
+    )
+    report = await run_import(database, world, text, batch_size=batch_size)
+    assert (report.created, report.failed) == (1, 0)
+    [contact] = await all_contacts(database, world)
+    assert (contact.name, contact.company, contact.tags) == (name, "Null Corp", ["x", "ünïcode"])
+    assert contact.custom_fields == {"nickname": "😀"}
+    [note] = await notes_of(database, world, contact.id)
+    assert note.content == 'line one\nline two, with "quotes"'
+
+
 @pytest.mark.parametrize(
     ("mapping", "expected"),
     [
@@ -674,13 +712,13 @@ async def test_a_first_pass_the_caller_already_ran_is_used_not_run_again(
     """The background route checks an upload before it creates the job; the job then
     starts writing at once instead of reading a large file through a second time."""
     scans: list[int] = []
-    real_scan = csv_import.scan
+    real_scan = csv_records.scan
 
     def counted_scan(*args: Any) -> tuple[list[str], int]:
         scans.append(1)
         return real_scan(*args)
 
-    monkeypatch.setattr(csv_import, "scan", counted_scan)
+    monkeypatch.setattr("voicecrm.crm.csv_import.scan", counted_scan)
     file = io.BytesIO(b"name,phone\nAda,+12125550199\nBob,+12125550198\n")
     checked = await csv_import.check_file(file, ImportOptions())
     report = await import_contacts(database, world.admin, file, ImportOptions(), checked=checked)

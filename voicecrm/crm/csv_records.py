@@ -60,6 +60,14 @@ class Records:
 
     def _undecodable(self, err: UnicodeDecodeError) -> InvalidCSV:
         line = _undecodable_line(self._file, self._encoding)
+        self._file.seek(0)
+        start = self._file.read(256)
+        if start[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or b"\x00" in start:
+            return InvalidCSV(
+                f"the file is not valid {self._encoding} text: it starts like UTF-16 text "
+                '(Excel\'s "Unicode text"); give its encoding (utf-16), or save it as UTF-8',
+                field="encoding",
+            )
         return InvalidCSV(
             f"the file is not valid {self._encoding} text near line {line} ({err.reason}); "
             "save it as UTF-8, or give its encoding",

@@ -343,7 +343,13 @@ def _read_name(given: Given, row: _Draft) -> None:
 
 
 def read_row(ctx: RowContext, row: int, line: int, cells: Sequence[str]) -> ContactRow | RowError:
-    """One record's cells as contact fields, or the reason the row cannot be imported."""
+    """One record's cells as contact fields, or the reason the row cannot be imported.
+
+    NUL characters are dropped: they mean nothing in contact data, PostgreSQL cannot
+    store them in text, and SQLite's functions cut text short at them.
+    """
+    if "\x00" in "".join(cells):
+        cells = [cell.replace("\x00", "") for cell in cells]
     width = len(ctx.plan.header)
     if len(cells) > width and any(cell.strip() for cell in cells[width:]):
         return RowError(
