@@ -3,19 +3,10 @@
 Rows go to the driver as plain tuples, not ORM objects nor SQLAlchemy's
 executemany, which would run every value of every row through its type
 converters: each column's converter is looked up once per statement, constants
-are converted once per batch, and JSON arrives already serialised.
-
-On SQLite a table's rows are one JSON array, inserted by one statement that
-reads it with `json_each` (`INSERT ... SELECT value ->> 0, ... FROM json_each(?)`)
-and binds each constant once. An executemany binds every value of every row
-from Python, holding the GIL, and steps SQLite once a row: at 2,000 contacts a
-batch that took 7.5-8 µs a contact row in a bare test, against 4.5 with JSON
-(1.1 of it serialising, the rest inside SQLite, where other threads run). A
-text holding NUL, which SQLite's JSON functions cut short, sends its batch by
-executemany instead.
-
-On PostgreSQL, whose executemany runs each row as a statement of its own, rows
-are loaded with binary COPY in the batch's transaction.
+are converted once per batch, and JSON arrives already serialised. On SQLite the
+rows are one executemany per table; on PostgreSQL, whose executemany runs each
+row as a statement of its own, they are loaded with binary COPY in the batch's
+transaction.
 """
 
 from __future__ import annotations
@@ -98,38 +89,18 @@ async def insert_rows(
     )
     varying = [(i, c) for i, c in enumerate(converters[: len(columns)]) if c is not None]
     if varying:
-        rows = [_converted(row, varying) for row in rows]
-    if conn.dialect.name == "sqlite":
-        payload = json.dumps(rows, ensure_ascii=False)
-        if "\\u0000" not in payload:
-            await conn.exec_driver_sql(
-                _json_insert(table, columns, tuple(constants)), (*fixed, payload)
-            )
-            return
-    converted = [(*row, *fixed) for row in rows]
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, convert in varying:
+                values[index] = convert(values[index])
+            converted.append((*values, *fixed))
+    else:
+        converted = [(*row, *fixed) for row in rows]
     if conn.dialect.driver == "asyncpg":
         await _copy(conn, table, all_columns, converted)
     else:
         await conn.exec_driver_sql(sql, converted)
-
-
-def _converted(
-    row: tuple[Any, ...], converters: Sequence[tuple[int, Processor]]
-) -> tuple[Any, ...]:
-    values = list(row)
-    for index, convert in converters:
-        values[index] = convert(values[index])
-    return tuple(values)
-
-
-@lru_cache(maxsize=64)
-def _json_insert(table: Table, columns: tuple[str, ...], constants: tuple[str, ...]) -> str:
-    """SQLite: insert the rows of a JSON array of arrays (`columns`), then `constants`."""
-    picked = [f"value ->> {index}" for index in range(len(columns))]
-    return (
-        f"INSERT INTO {table.name} ({', '.join((*columns, *constants))}) "
-        f"SELECT {', '.join([*picked, *('?' for _ in constants)])} FROM json_each(?)"
-    )
 
 
 async def _copy(
