@@ -465,13 +465,14 @@ async def test_a_contact_a_call_creates_mid_batch_is_found_when_the_batch_is_ret
 
 # ----------------------------------------------------------------- dry runs
 DRY_CSV = (
-    "name,phone,email,tags\n"
-    "Existing,415-555-0100,,new\n"
-    "Ann,415-555-0101,,a\n"
-    "Carl,415-555-0102,,\n"
-    "Ann Again,415-555-0101,ann@x.example,b\n"
-    "Broken,12,,\n"
-    "Dana,,ann@x.example,c\n"
+    "name,phone,email,tags,notes\n"
+    "Existing,415-555-0100,,new,\n"
+    "Ann,415-555-0101,,a,\n"
+    "Carl,415-555-0102,,,Met at the fair\n"
+    "Ann Again,415-555-0101,ann@x.example,b,\n"
+    "Broken,12,,,\n"
+    "Dana,,ann@x.example,c,\n"
+    ",415-555-0100,,,Called back\n"  # only a note for an existing contact: an update
 )
 
 
@@ -489,7 +490,7 @@ async def test_a_dry_run_writes_nothing_and_counts_what_the_real_run_then_does(
     assert await kinds(database, (await all_contacts(database, world))[0].id) == ["contact_created"]
     real = await run_import(database, world, DRY_CSV, batch_size=2)
     assert dry.model_dump(include=set(counts)) == real.model_dump(include=set(counts))
-    assert (real.created, real.updated, real.failed) == (2, 3, 1)
+    assert (real.created, real.updated, real.failed) == (2, 4, 1)
     assert dry.errors == real.errors
 
 
