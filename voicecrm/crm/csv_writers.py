@@ -34,7 +34,7 @@ from voicecrm.crm.csv_plan import (
     new_contact_values,
 )
 from voicecrm.crm.csv_rows import ContactRow
-from voicecrm.crm.duplicates import UNIQUE
+from voicecrm.crm.duplicates import duplicate_key
 from voicecrm.crm.models import Note, TimelineEvent
 
 EVENTS = cast(Table, TimelineEvent.__table__)
@@ -172,7 +172,7 @@ class _Rows:
         """A contact created from `row` alone: its rows straight from the row's values."""
         self.contacts.append((contact_id, *_contact_values(new_contact_values(row))))
         _row, _line, _display, _name, _values, phones, emails, tags, _custom, notes = row
-        key = UNIQUE if self.unique else contact_id
+        key = duplicate_key(not self.unique, contact_id)
         self.phones += [
             (contact_id, e164, key, original, label, region, i)
             for i, (e164, original, label, region, _carrier) in enumerate(phones)
@@ -185,7 +185,7 @@ class _Rows:
     def add_target(self, contact_id: int, target: Target) -> None:
         if target.new:
             self.contacts.append((contact_id, *_contact_values(target.values)))
-        key = UNIQUE if self.unique else contact_id
+        key = duplicate_key(not self.unique, contact_id)
         self.phones += [(contact_id, e164, key, *rest) for e164, *rest in target.phone_rows]
         self.emails += [(contact_id, *row) for row in target.email_rows]
         self.tags += [(contact_id, tag) for tag in target.tag_rows]
