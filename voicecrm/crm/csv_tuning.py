@@ -22,15 +22,14 @@ async def batch_settings(conn: AsyncConnection) -> AsyncIterator[None]:
     """Settings for the batch's transaction on `conn`, which end with it.
 
     SQLite: a page cache large enough for the pages the batch dirties. A batch's
-    rows land all over the name, phone and email indexes; at a million contacts
-    10,000 rows dirty tens of thousands of pages, and with the usual 2 MiB cache
+    rows land all over the name, phone and email indexes: at a million contacts a
+    batch of 2,000 dirties thousands of pages, and with the usual 2 MiB cache
     SQLite spills them to the WAL mid-batch and reads them back for the next row,
-    writing most pages several times. A standalone test inserting a million
+    writing many pages several times. A standalone test inserting a million
     phones in batches of 2,000 took 15.6-18.9 µs a row with 128 MiB for each
-    batch, against 20.4-24.2 with 2 MiB. The
-    cache is given back when the batch ends (shrinking the cache frees its pages),
-    so memory goes up by at most this much while an import runs, whatever the
-    file's size.
+    batch, against 20.4-24.2 with 2 MiB. The cache is given back when the batch
+    ends (shrinking the cache frees its pages), so memory goes up by at most this
+    much while an import runs, whatever the file's size.
 
     PostgreSQL: no sequential scans. A batch's lookups ask for a few thousand keys
     with `= ANY(array)`; while the tables grow faster than autovacuum analyses
