@@ -233,6 +233,7 @@ ROUTES = [
         description="Rows are matched to existing contacts by phone, then email. A file "
         "that cannot be read is refused (422) before anything is written; row errors are "
         "listed in the report with their row and line numbers, and the other rows imported. "
-        "Batches are committed as they go.",
+        "Batches are committed as they go. A notes column (Google's and Outlook's "
+        '"Notes") adds a General note to the contact, unless it has one with the same text.',
     ),
 ]
