@@ -287,13 +287,6 @@ def plan_columns(header: Sequence[str], mapping: Mapping[str, str] | None = None
     clean = tuple(h.replace("\ufeff", "").strip() for h in header)
     if not any(clean):
         raise InvalidCSV("the first row is empty: a contacts CSV starts with a header row")
-    if any("\x00" in name for name in clean):
-        # What UTF-16 text (Excel's "Unicode text") looks like when read as UTF-8.
-        raise InvalidCSV(
-            "the header holds NUL characters: the file looks like UTF-16 text; "
-            "give its encoding (utf-16), or save it as UTF-8",
-            field="encoding",
-        )
     targets, label_of = _recognise(clean)
     for column, wanted in (mapping or {}).items():
         index = _find_column(clean, column)

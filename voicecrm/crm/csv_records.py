@@ -44,6 +44,9 @@ class Records:
         first = self._decoding(self._text.readline)
         if not first.strip():
             raise InvalidCSV("the file is empty: a contacts CSV starts with a header row")
+        if "\x00" in first:
+            # What UTF-16 text without a byte-order mark looks like when it decodes.
+            raise self._utf16()
         self._reader = csv.reader(chain([first], self._text), _dialect(first))
         self.header = self._next_or_none() or []
         self.blank = 0
@@ -63,14 +66,17 @@ class Records:
         self._file.seek(0)
         start = self._file.read(256)
         if start[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or b"\x00" in start:
-            return InvalidCSV(
-                f"the file is not valid {self._encoding} text: it starts like UTF-16 text "
-                '(Excel\'s "Unicode text"); give its encoding (utf-16), or save it as UTF-8',
-                field="encoding",
-            )
+            return self._utf16()
         return InvalidCSV(
             f"the file is not valid {self._encoding} text near line {line} ({err.reason}); "
             "save it as UTF-8, or give its encoding",
+            field="encoding",
+        )
+
+    def _utf16(self) -> InvalidCSV:
+        return InvalidCSV(
+            f"the file is not valid {self._encoding} text: it starts like UTF-16 text "
+            '(Excel\'s "Unicode text"); give its encoding (utf-16), or save it as UTF-8',
             field="encoding",
         )
 
