@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from voicecrm.accounts.actor import Actor
-from voicecrm.crm.csv_lookups import CONTACTS, EMAILS, PHONES, TAGS
+from voicecrm.crm.csv_lookups import CONTACTS, EMAILS, NOTES, PHONES, TAGS
 from voicecrm.crm.csv_plan import (
     EMAIL_COLUMNS,
     FIELDS,
@@ -35,10 +35,9 @@ from voicecrm.crm.csv_plan import (
 )
 from voicecrm.crm.csv_rows import ContactRow
 from voicecrm.crm.duplicates import duplicate_key
-from voicecrm.crm.models import Note, TimelineEvent
+from voicecrm.crm.models import TimelineEvent
 
 EVENTS = cast(Table, TimelineEvent.__table__)
-NOTES = cast(Table, Note.__table__)
 WRITTEN = (CONTACTS, PHONES, EMAILS, TAGS, NOTES, EVENTS)
 Processor = Callable[[Any], Any]
 _field_values = itemgetter(*FIELDS)
