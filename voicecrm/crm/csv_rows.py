@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -250,47 +250,44 @@ def _label_for(cells: Sequence[str], column: ValueColumn, default: str) -> str:
     return column.label or default
 
 
-def _read_phones(ctx: RowContext, cells: Sequence[str], row: _Draft) -> None:
-    seen: set[str] = set()
+def _labelled_values(
+    cells: Sequence[str], columns: Sequence[ValueColumn], default: str
+) -> Iterator[tuple[ValueColumn, str, str]]:
+    """(column, label, value) for each value in the cells of phone or email `columns`."""
     count = len(cells)
-    for column in ctx.plan.phones:
+    for column in columns:
         cell = cells[column.index].strip() if column.index < count else ""
         if not cell:
             continue
-        default = _label_for(cells, column, "mobile")
+        column_label = _label_for(cells, column, default)
         for item in _items(cell):
-            if not item:
-                continue
-            label, raw = _labelled(item, default)
-            try:
-                parsed = read_phone(raw, ctx.default_region)
-            except InvalidPhoneNumber as err:
-                raise _Refused(err.detail, "phones", column.header) from None
-            if parsed.e164 not in seen:
-                seen.add(parsed.e164)
-                row.phones.append((parsed.e164, raw[:100], label, parsed.region, parsed.carrier))
+            if item:
+                yield column, *_labelled(item, column_label)
+
+
+def _read_phones(ctx: RowContext, cells: Sequence[str], row: _Draft) -> None:
+    seen: set[str] = set()
+    for column, label, raw in _labelled_values(cells, ctx.plan.phones, "mobile"):
+        try:
+            parsed = read_phone(raw, ctx.default_region)
+        except InvalidPhoneNumber as err:
+            raise _Refused(err.detail, "phones", column.header) from None
+        if parsed.e164 not in seen:
+            seen.add(parsed.e164)
+            row.phones.append((parsed.e164, raw[:100], label, parsed.region, parsed.carrier))
     if len(row.phones) > MAX_PHONES:
         raise _Refused(f"more than {MAX_PHONES} phone numbers", "phones", None)
 
 
 def _read_emails(ctx: RowContext, cells: Sequence[str], row: _Draft) -> None:
     seen: set[str] = set()
-    count = len(cells)
-    for column in ctx.plan.emails:
-        cell = cells[column.index].strip() if column.index < count else ""
-        if not cell:
-            continue
-        default = _label_for(cells, column, "work")
-        for item in _items(cell):
-            if not item:
-                continue
-            label, raw = _labelled(item, default)
-            email = raw.lower()
-            if len(email) > 320 or not _EMAIL.match(email):
-                raise _Refused(f"{raw!r} is not an email address", "emails", column.header)
-            if email not in seen:
-                seen.add(email)
-                row.emails.append((email, label))
+    for column, label, raw in _labelled_values(cells, ctx.plan.emails, "work"):
+        email = raw.lower()
+        if len(email) > 320 or not _EMAIL.match(email):
+            raise _Refused(f"{raw!r} is not an email address", "emails", column.header)
+        if email not in seen:
+            seen.add(email)
+            row.emails.append((email, label))
     if len(row.emails) > MAX_EMAILS:
         raise _Refused(f"more than {MAX_EMAILS} email addresses", "emails", None)
 
