@@ -121,10 +121,15 @@ class EmulatedLine:
         while self._closed is None:
             if self._tick:
                 delay = start + (self.ticks + 1) * self._tick - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                    if self._closed is not None:
-                        break
+                if delay < 0:
+                    # A late tick moves the schedule instead of bursting to catch up: a
+                    # burst would play silence while the receptionist's next frames wait
+                    # for the loop, so a busy machine would change what the caller hears.
+                    start -= delay
+                    delay = 0
+                await asyncio.sleep(delay)
+                if self._closed is not None:
+                    break
             else:
                 await asyncio.sleep(0)
             tick = self.ticks
