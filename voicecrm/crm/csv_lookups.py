@@ -66,7 +66,13 @@ def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[An
 async def owners(
     conn: AsyncConnection, team_id: int, phones: Sequence[str], emails: Sequence[str]
 ) -> dict[str, int]:
-    """Key ("p:" + E.164, "e:" + email) -> the oldest contact holding it."""
+    """Key ("p:" + E.164, "e:" + email) -> the oldest contact holding it.
+
+    The oldest is picked here, not with ORDER BY contact_id: given that order to
+    produce, PostgreSQL walks the whole `contact_id` index and filters every row of
+    the team against the batch's keys (2 ms a batch at 10,000 phones, 20 at
+    100,000), where without it each key is one probe of the number's index.
+    """
     keys: dict[str, int] = {}
     for prefix, table, column, values in (
         ("p:", PHONES, PHONES.c.e164, phones),
@@ -74,12 +80,13 @@ async def owners(
     ):
         for chunk in _chunks(values):
             rows = await conn.execute(
-                select(column, table.c.contact_id)
-                .where(table.c.team_id == team_id, among(conn, column, chunk))
-                .order_by(table.c.contact_id.desc())
+                select(column, table.c.contact_id).where(
+                    table.c.team_id == team_id, among(conn, column, chunk)
+                )
             )
             for value, contact_id in rows:
-                keys[prefix + value] = contact_id
+                key = prefix + value
+                keys[key] = min(contact_id, keys.get(key, contact_id))
     return keys
 
 
