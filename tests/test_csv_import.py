@@ -649,6 +649,25 @@ async def test_a_large_import_refreshes_the_query_planners_statistics(
     assert analyzed
 
 
+async def test_an_import_refreshes_the_lookup_tables_statistics_as_it_grows_them(
+    database: Database, world: TeamWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL plans a batch's key lookups on these statistics; planned for a near-empty
+    table, a lookup filters the whole table instead of probing the index once a key."""
+    if database.dialect == "sqlite":
+        pytest.skip("SQLite probes the index for a list of keys whatever its statistics")
+    monkeypatch.setattr(csv_import, "LOOKUP_STATISTICS_FROM", 2)
+    rows = "".join(f"P{i},415 555 01{i:02d}\n" for i in range(5))
+    await run_import(database, world, "name,phone\n" + rows, batch_size=1)
+    async with database.transaction(read_only=True) as session:
+        phones = await session.scalar(sql("SELECT count(*) FROM contact_phones"))
+        estimated = await session.scalar(
+            sql("SELECT reltuples FROM pg_class WHERE relname = 'contact_phones'")
+        )
+    # Refreshed when 2, then 4 contacts had been imported; not yet for the 5th.
+    assert estimated == phones - 1
+
+
 # ----------------------------------------------------------------- cells, guarded
 def test_a_quote_guards_formula_cells_and_comes_off_again() -> None:
     for text in ["=HYPERLINK(1)", "+1 415", "-x", "@SUM", "'=already quoted", "plain", "'quote"]:

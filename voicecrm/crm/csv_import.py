@@ -74,7 +74,12 @@ from voicecrm.crm.csv_report import (
 from voicecrm.crm.csv_rows import ContactRow, RowContext, RowError
 from voicecrm.crm.csv_tuning import batch_settings
 from voicecrm.crm.csv_workers import WORKERS_FROM_BYTES, read_batches, suggested_workers
-from voicecrm.crm.csv_writers import note_added_text, refresh_statistics, write_plan
+from voicecrm.crm.csv_writers import (
+    note_added_text,
+    refresh_lookup_statistics,
+    refresh_statistics,
+    write_plan,
+)
 from voicecrm.crm.models import ContactSource, Stage
 from voicecrm.crm.schemas import BUILTIN_SOURCES
 from voicecrm.errors import InvalidInput
@@ -82,6 +87,7 @@ from voicecrm.storage import Database, utcnow
 
 __all__ = [
     "DEFAULT_BATCH",
+    "LOOKUP_STATISTICS_FROM",
     "MAX_REPORTED_ERRORS",
     "STATISTICS_AFTER",
     "WORKERS_FROM_BYTES",
@@ -98,6 +104,9 @@ __all__ = [
 
 # An import that changed at least this many contacts refreshes the planner's statistics.
 STATISTICS_AFTER = 10_000
+# While it runs, the lookup tables' statistics are refreshed each time the contacts
+# it created or updated reach this many, then twice as many, and so on.
+LOOKUP_STATISTICS_FROM = 10_000
 _RETRIES = 3
 
 
@@ -288,6 +297,7 @@ async def import_contacts(
                     job.account(await job.dry_batch(conn, rows), len(rows), on_error)
                     _progress(report, started, records, on_progress)
         else:
+            refresh_lookups_at = LOOKUP_STATISTICS_FROM
             async for rows in batches:
                 try:
                     outcome = await job.run_batch(rows)
@@ -299,6 +309,10 @@ async def import_contacts(
                     )
                     raise
                 job.account(outcome, len(rows), on_error)
+                if report.created + report.updated >= refresh_lookups_at:
+                    refresh_lookups_at *= 2
+                    async with database.transaction() as session:
+                        await refresh_lookup_statistics(await session.connection())
                 _progress(report, started, records, on_progress)
     finally:
         await batches.aclose()
