@@ -2,6 +2,8 @@
 
 Every row carries `team_id` so that every query can be scoped by team with an
 index, and so that uniqueness rules (one contact per phone number) are per team.
+A contact's own rows (phones, emails, tags, notes, timeline events) refer to it
+by (team_id, contact_id): the database itself keeps them in their contact's team.
 """
 
 from __future__ import annotations
