@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -297,7 +298,10 @@ async def import_contacts(
                     job.account(await job.dry_batch(conn, rows), len(rows), on_error)
                     _progress(report, started, records, on_progress)
         else:
-            refresh_lookups_at = LOOKUP_STATISTICS_FROM
+            # SQLite needs no refresh (see refresh_lookup_statistics): no write transaction.
+            refresh_lookups_at = (
+                LOOKUP_STATISTICS_FROM if database.dialect == "postgresql" else math.inf
+            )
             async for rows in batches:
                 try:
                     outcome = await job.run_batch(rows)
