@@ -370,6 +370,26 @@ async def test_nothing_arriving_for_the_inactivity_timeout_closes_the_line(
             await line.send(LOUD)
 
 
+async def test_a_reader_cancelled_just_as_an_event_arrives_stops() -> None:
+    """The voice call stops its reader by cancelling it; an event arriving in the same
+    moment must not swallow the cancellation (asyncio.wait_for on Python 3.11 does), or
+    the reader runs on for as long as the caller sends, and the call never ends."""
+    async with RtpMediaLine(INFO) as line:
+        received: list[LineEvent] = []
+
+        async def reader() -> None:
+            async for event in line.events():
+                received.append(event)
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0)  # the reader now waits for the first event
+        line.push_dtmf("1")  # an event arrives...
+        task.cancel()  # ...as the reader is told to stop
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(2):  # a swallowed cancel would wait here for ever
+                await task
+
+
 async def test_close_ends_the_events_and_the_sending() -> None:
     async with RtpMediaLine(INFO) as line:
         async with contextlib.aclosing(line.events()) as events:

@@ -343,7 +343,10 @@ class RtpMediaLine:
                 self.close(f"no media for {self._inactivity:g} s")
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for returns normally when the
+                # task is cancelled just as a packet arrives, and the reader then never stops.
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
 
     # ------------------------------------------------------------- us -> Asterisk
     def _transmit(self, payload: bytes, *, speech: bool) -> None:
@@ -440,7 +443,8 @@ class RtpMediaLine:
         remaining = max(ends) - self._loop.time()
         if remaining > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._interrupt.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: see events()
+                    await self._interrupt.wait()
 
     # ------------------------------------------------------------- call control (ARI's)
     async def play(self, url: str) -> None:

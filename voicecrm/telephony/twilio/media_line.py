@@ -150,7 +150,9 @@ class TwilioMediaLine:
         await self._send_text(proto.mark(self._sid, name))
         timeout = max(0.0, ends - self._loop.time()) + 1.0
         try:
-            await asyncio.wait_for(waiter, timeout)
+            # Not wait_for, which on 3.11 can swallow a cancellation that comes with the mark.
+            async with asyncio.timeout(timeout):
+                await waiter
         except TimeoutError:
             log.info("media stream %s: mark %s not echoed in time", self._sid, name)
         finally:
