@@ -131,3 +131,23 @@ def test_a_single_row_or_a_batch_with_nothing_varying_is_written_whole() -> None
     literal, bound, _sql = written_both_ways([(1, "a", None, 2.5)] * 3, {"team": 3, "stamp": "s"})
     assert literal == bound
     assert len(literal) == 3
+
+
+def test_a_shared_value_is_converted_for_the_driver_once_not_once_a_row() -> None:
+    converted: list[Any] = []
+
+    def to_int(value: Any) -> int:
+        converted.append(value)
+        return int(value)
+
+    same = [(1, True, "x", "w"), (2, True, "y", "w")]
+    sql, bound = sqlite_insert("t", COLUMNS, same, {}, converters=(None, to_int, None, None))
+    assert values_in(sql)["b"] == "1"
+    assert bound == [(1, "x"), (2, "y")]
+    assert converted == [True]
+    converted.clear()
+    mixed = [(1, True, "x", "w"), (2, False, "y", "w")]
+    sql, bound = sqlite_insert("t", COLUMNS, mixed, {}, converters=(None, to_int, None, None))
+    assert values_in(sql)["b"] == "?"
+    assert bound == [(1, 1, "x"), (2, 0, "y")]
+    assert converted == [True, False]

@@ -90,6 +90,15 @@ async def insert_rows(
         value if convert is None else convert(value)
         for value, convert in zip(constants.values(), converters[len(columns) :], strict=True)
     )
+    if conn.dialect.paramstyle == "qmark":
+        shared = dict(zip(constants, fixed, strict=True))
+        sql, bound = sqlite_insert(
+            table.name, columns, rows, shared, converters=converters[: len(columns)]
+        )
+        await conn.exec_driver_sql(sql, bound)
+        return
+    if conn.dialect.driver != "asyncpg":
+        raise NotImplementedError(f"bulk inserts on {conn.dialect.driver}")
     varying = [(i, c) for i, c in enumerate(converters[: len(columns)]) if c is not None]
     converted: Sequence[tuple[Any, ...]] = rows
     if varying:
@@ -99,14 +108,7 @@ async def insert_rows(
             for index, convert in varying:
                 values[index] = convert(values[index])
             converted.append(tuple(values))
-    if conn.dialect.driver == "asyncpg":
-        await _copy(conn, table, all_columns, [(*row, *fixed) for row in converted])
-    elif conn.dialect.paramstyle == "qmark":
-        shared = dict(zip(constants, fixed, strict=True))
-        sql, bound = sqlite_insert(table.name, columns, converted, shared)
-        await conn.exec_driver_sql(sql, bound)
-    else:
-        raise NotImplementedError(f"bulk inserts on {conn.dialect.driver}")
+    await _copy(conn, table, all_columns, [(*row, *fixed) for row in converted])
 
 
 def sqlite_insert(
@@ -114,30 +116,34 @@ def sqlite_insert(
     columns: Sequence[str],
     rows: Sequence[tuple[Any, ...]],
     constants: Mapping[str, Any],
+    *,
+    converters: Sequence[Processor | None] | None = None,
 ) -> tuple[str, list[tuple[Any, ...]]]:
     """An executemany INSERT for SQLite, and the values it binds for each row.
 
     `constants`, and every column whose value all `rows` share, are written in
     the statement as literals; only the other columns are bound, row by row.
+    `converters` (one per column, `None`: as is) turn the rows' values into the
+    driver's; a shared value is converted once, not once a row.
     """
     literals: dict[str, str] = {}
     bound_names: list[str] = []
     bound_columns: list[tuple[Any, ...]] = []
-    by_column = zip(columns, zip(*rows, strict=True), strict=True)
-    fixed = ((name, (value,) * len(rows)) for name, value in constants.items())
-    for name, values in itertools.chain(by_column, fixed):
+    converters = converters or (None,) * len(columns)
+    by_column = zip(columns, zip(*rows, strict=True), converters, strict=True)
+    fixed = ((name, (value,) * len(rows), None) for name, value in constants.items())
+    for name, values, convert in itertools.chain(by_column, fixed):
         first = values[0]
-        text = _sqlite_literal(first)
         shared = (
-            text is not None
-            and values.count(first) == len(values)
+            values.count(first) == len(values)
             and len(set(map(type, values))) == 1  # 1 and True are equal, not the same value
         )
-        if shared:
-            literals[name] = cast(str, text)
+        text = _sqlite_literal(first if convert is None else convert(first)) if shared else None
+        if text is not None:
+            literals[name] = text
         else:
             bound_names.append(name)
-            bound_columns.append(values)
+            bound_columns.append(values if convert is None else tuple(map(convert, values)))
     names = [*bound_names, *literals]
     values_sql = ", ".join(["?"] * len(bound_names) + list(literals.values()))
     sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({values_sql})"
