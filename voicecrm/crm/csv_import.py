@@ -13,7 +13,9 @@ rows at a time:
    `csv_phones`), in worker processes while earlier batches are written, or on
    the event loop for a small file (`csv_workers`);
 2. two queries find the contacts that already own the batch's phone numbers
-   (the `contact_phones (team_id, e164)` index) and email addresses (`csv_lookups`);
+   (the `contact_phones (team_id, e164, duplicate_key)` index) and email addresses
+   (`csv_lookups`); on PostgreSQL the planner's statistics for them are refreshed
+   as the import grows the tables, or it would stop probing those indexes;
 3. each row either creates a contact, or is matched to an existing one (by phone
    first, then email) and then updates it or is skipped (`on_match`; `csv_plan`);
 4. multi-row INSERTs (COPY on PostgreSQL) and one executemany UPDATE write the
