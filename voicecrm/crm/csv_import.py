@@ -300,7 +300,7 @@ async def import_contacts(
                     job.account(await job.dry_batch(conn, rows), len(rows), on_error)
                     _progress(report, started, records, on_progress)
         else:
-            # SQLite needs no refresh (see refresh_lookup_statistics): no write transaction.
+            # Only PostgreSQL plans these lookups on statistics (refresh_lookup_statistics).
             refresh_lookups_at = (
                 LOOKUP_STATISTICS_FROM if database.dialect == "postgresql" else math.inf
             )

@@ -343,11 +343,10 @@ async def refresh_lookup_statistics(conn: AsyncConnection) -> None:
     lookup walks a whole index and filters every row against the keys instead of
     probing the number's index once a key: its cost then grows with the table,
     and the import with the square of the file. ANALYZE samples a fixed number of
-    rows, a few tens of milliseconds. SQLite probes the index for such a list
-    whatever its statistics say: nothing to do there.
+    rows, a few tens of milliseconds. PostgreSQL only: SQLite probes the index for
+    such a list whatever its statistics say, and the job does not call this there.
     """
-    if conn.dialect.name == "postgresql":
-        await conn.exec_driver_sql(f"ANALYZE {PHONES.name}, {EMAILS.name}")
+    await conn.exec_driver_sql(f"ANALYZE {PHONES.name}, {EMAILS.name}")
 
 
 async def refresh_statistics(conn: AsyncConnection) -> None:
