@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import replace
 from typing import Any
 
 from tests.conftest import TeamWorld, make_team
 from voicecrm.accounts.actor import Actor
 from voicecrm.crm import contacts as service
-from voicecrm.crm import stages
+from voicecrm.crm import notes, stages
 from voicecrm.crm.bulk import Selection
 from voicecrm.crm.csv_columns import EXPORT_COLUMNS
 from voicecrm.crm.csv_export import BYTE_ORDER_MARK, export_csv
 from voicecrm.crm.csv_import import ImportOptions, import_contacts
-from voicecrm.crm.schemas import ContactCreate, EmailIn, PhoneIn
+from voicecrm.crm.schemas import ContactCreate, EmailIn, NoteIn, NoteType, PhoneIn
 from voicecrm.crm.search import ContactFilter
 from voicecrm.storage import Database
 
@@ -59,14 +60,35 @@ async def full_contact(database: Database, world: TeamWorld) -> int:
     )
 
 
+async def with_notes(database: Database, world: TeamWorld, contact_id: int) -> None:
+    async with database.transaction() as session:
+        await notes.add_note(session, world.admin, contact_id, NoteIn(content="Pays late"))
+        await notes.add_note(
+            session,
+            world.admin,
+            contact_id,
+            NoteIn(content='Ask for "J";\nnot Mrs R.', type=NoteType.DANGER, pinned=True),
+        )
+
+
 async def test_an_export_has_one_row_per_contact_in_the_documented_columns(
     database: Database, world: TeamWorld
 ) -> None:
     jane = await full_contact(database, world)
+    await with_notes(database, world, jane)
     [row] = await export(database, world.admin)
     agent_email = row["responsible"]
     assert agent_email.startswith("agent-") and agent_email.endswith("@example.com")
-    assert {k: v for k, v in row.items() if k not in ("created_at", "updated_at")} == {
+    exported_notes = json.loads(row["notes"])
+    assert [set(note) for note in exported_notes] == [
+        {"type", "pinned", "content", "created_at"}
+    ] * 2
+    assert [(n["type"], n["pinned"], n["content"]) for n in exported_notes] == [
+        ("general", False, "Pays late"),
+        ("danger", True, 'Ask for "J";\nnot Mrs R.'),
+    ]
+    changing = ("created_at", "updated_at", "notes")
+    assert {k: v for k, v in row.items() if k not in changing} == {
         "id": str(jane),
         "name": "Jane Roe",
         "company": "Roe & Co",
@@ -90,7 +112,7 @@ async def test_an_export_has_one_row_per_contact_in_the_documented_columns(
 async def test_an_export_imported_into_another_team_gives_the_same_contacts(
     database: Database, world: TeamWorld
 ) -> None:
-    await full_contact(database, world)
+    await with_notes(database, world, await full_contact(database, world))
     await add(database, world.admin, name="=cmd|' /C calc'!A0", company="-Minus")
     await add(database, world.admin, name="Only Name")
     exported = await export(database, world.admin)
@@ -109,16 +131,23 @@ async def test_an_export_imported_into_another_team_gives_the_same_contacts(
     assert report.ignored_columns == ["id", "carrier", "created_at", "updated_at"]
     again = await export(database, other.admin)
     changing = ("id", "created_at", "updated_at", "responsible")
-    assert [{k: v for k, v in row.items() if k not in changing} for row in again] == [
-        {k: v for k, v in row.items() if k not in changing} for row in exported
-    ]
+
+    def same_in_both(row: dict[str, str]) -> dict[str, Any]:
+        """A row without what the import changes: ids, times, users; notes are dated anew."""
+        kept: dict[str, Any] = {k: v for k, v in row.items() if k not in changing}
+        listed = json.loads(row["notes"]) if row["notes"] else []
+        kept["notes"] = [{k: v for k, v in n.items() if k != "created_at"} for n in listed]
+        return kept
+
+    assert [same_in_both(row) for row in again] == [same_in_both(row) for row in exported]
+    assert len(same_in_both(again[0])["notes"]) == 2
     assert again[1]["name"] == "'=cmd|' /C calc'!A0"  # guarded in the file, not in the CRM
 
 
 async def test_an_export_imported_into_its_own_team_changes_nothing(
     database: Database, world: TeamWorld
 ) -> None:
-    await full_contact(database, world)
+    await with_notes(database, world, await full_contact(database, world))
     await add(database, world.admin, name="Ben", emails=[EmailIn(email="ben@x.example")])
     async with database.transaction(read_only=True) as session:
         text = "".join([c async for c in export_csv(session, world.admin, EVERYTHING)])

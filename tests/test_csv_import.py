@@ -7,7 +7,9 @@ lines); `line` is the file line the row starts on.
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -335,6 +337,46 @@ async def test_notes_are_added_to_matched_contacts_once_however_often_the_file_r
         database, world, "phone,notes\n+12125550199,Not added\n", on_match=OnMatch.SKIP
     )
     assert skipped.skipped == 1 and len(await notes_of(database, world, ada)) == 2
+
+
+async def test_a_notes_cell_listing_notes_as_the_export_writes_them_gives_those_notes(
+    database: Database, world: TeamWorld
+) -> None:
+    listed = json.dumps(
+        [
+            {"type": "warning", "pinned": True, "content": "Owes 2 invoices", "created_at": "x"},
+            {"type": "Info", "content": "Line one\nline two; with, separators"},
+            {"content": "Owes 2 invoices"},
+        ]
+    )
+    not_lists = ["[see below]", "[1, 2]", "[]", '[{"text": "no content key"}]']
+    rows = [["Ada", "+12125550199", listed], *(["Ben", "", text] for text in not_lists)]
+    out = io.StringIO()
+    csv.writer(out).writerows([["name", "phone", "notes"], *rows])
+    report = await run_import(database, world, out.getvalue())
+    assert (report.created, report.failed) == (5, 0)
+    ada, *bens = await all_contacts(database, world)
+    assert [(n.content, n.type, n.pinned) for n in await notes_of(database, world, ada.id)] == [
+        ("Owes 2 invoices", "warning", True),
+        ("Line one\nline two; with, separators", "info", False),
+    ]
+    async with database.transaction(read_only=True) as session:
+        events = (await timeline.page(session, ada.id, kinds=["note_added"])).events
+    assert [e.data["type"] for e in reversed(events)] == ["warning", "info"]
+    assert [[n.content for n in await notes_of(database, world, b.id)] for b in bens] == [
+        [text] for text in not_lists
+    ]
+
+
+async def test_a_listed_note_of_an_unknown_type_is_a_row_error_naming_its_column(
+    database: Database, world: TeamWorld
+) -> None:
+    listed = json.dumps([{"type": "urgent", "content": "Call back"}]).replace('"', '""')
+    report = await run_import(database, world, f'name,Comments\nAda,"{listed}"\nBen,Fine\n')
+    [error] = report.errors
+    assert (error.row, error.field, error.column) == (1, "notes", "Comments")
+    assert "unknown note type 'urgent'" in error.message
+    assert report.created == 1
 
 
 async def test_a_note_over_ten_thousand_characters_is_a_row_error_naming_its_column(

@@ -13,7 +13,8 @@ Mapping targets (the values of an explicit mapping, `CSV column -> target`):
     type, status, rating, blocked, stage (a stage's name),
     responsible (a team user's email), source, tags,
     phone, phone.<label>, phones, email, email.<label>, emails,
-    notes (each non-empty cell becomes a General note on the contact),
+    notes (each non-empty cell becomes a General note on the contact, or the
+        notes it lists if it is a JSON array of notes as the export writes them),
     custom_fields (a JSON object), custom.<key>, ignore
 
 A header spelled `custom.<key>` is read as that custom field without a mapping.
@@ -79,6 +80,7 @@ EXPORT_COLUMNS = (
     "carrier",
     "blocked",
     "custom_fields",
+    "notes",
     "created_at",
     "updated_at",
 )

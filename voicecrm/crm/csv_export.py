@@ -18,6 +18,10 @@ same contacts (`csv_columns` recognises every one of them):
   split in two: import also reads the `,` of hand-made sheets);
 - custom fields are one JSON object per cell, as their keys differ from contact
   to contact and a column per key would again need the whole file first;
+- notes are one JSON array per cell, oldest first, each note an object with its
+  type, pinned flag, text and creation time: a note's text may hold any line or
+  separator, and import reads the array back as notes of those types (dated by
+  the import; its author is the importing user);
 - stage and responsible user are written as the stage's name and the user's
   email, which mean the same in another team or another voicecrm;
 - times are ISO 8601 in UTC;
@@ -45,7 +49,7 @@ from voicecrm.accounts.actor import Actor
 from voicecrm.accounts.models import User
 from voicecrm.crm.bulk import Selection, selected_ids
 from voicecrm.crm.csv_columns import EXPORT_COLUMNS, guard
-from voicecrm.crm.models import Contact, ContactEmail, ContactPhone, ContactTag, Stage
+from voicecrm.crm.models import Contact, ContactEmail, ContactPhone, ContactTag, Note, Stage
 
 # U+FEFF, encoded as UTF-8 it is the three bytes EF BB BF that tell Excel the file is UTF-8.
 BYTE_ORDER_MARK = "\ufeff"
@@ -60,33 +64,50 @@ def _joined(pairs: Sequence[tuple[str, str]]) -> str:
     return "; ".join(f"{_cell_label(label)}: {value}" for label, value in pairs)
 
 
-async def _lists(
-    session: AsyncSession, ids: Sequence[int]
-) -> tuple[
-    dict[int, list[tuple[str, str]]], dict[int, list[tuple[str, str]]], dict[int, list[str]]
-]:
-    phones: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    emails: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    tags: dict[int, list[str]] = defaultdict(list)
+class _Lists:
+    """The phones, emails, tags and notes of a batch of contacts, by contact id."""
+
+    def __init__(self) -> None:
+        self.phones: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        self.emails: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        self.tags: dict[int, list[str]] = defaultdict(list)
+        self.notes: dict[int, list[dict[str, Any]]] = defaultdict(list)
+
+
+async def _lists(session: AsyncSession, ids: Sequence[int]) -> _Lists:
+    lists = _Lists()
     for contact_id, label, e164 in await session.execute(
         select(ContactPhone.contact_id, ContactPhone.label, ContactPhone.e164)
         .where(ContactPhone.contact_id.in_(ids))
         .order_by(ContactPhone.contact_id, ContactPhone.position, ContactPhone.id)
     ):
-        phones[contact_id].append((label, e164))
+        lists.phones[contact_id].append((label, e164))
     for contact_id, label, email in await session.execute(
         select(ContactEmail.contact_id, ContactEmail.label, ContactEmail.email)
         .where(ContactEmail.contact_id.in_(ids))
         .order_by(ContactEmail.contact_id, ContactEmail.position, ContactEmail.id)
     ):
-        emails[contact_id].append((label, email))
+        lists.emails[contact_id].append((label, email))
     for contact_id, tag in await session.execute(
         select(ContactTag.contact_id, ContactTag.tag)
         .where(ContactTag.contact_id.in_(ids))
         .order_by(ContactTag.contact_id, ContactTag.tag)
     ):
-        tags[contact_id].append(tag)
-    return phones, emails, tags
+        lists.tags[contact_id].append(tag)
+    for contact_id, kind, pinned, content, created_at in await session.execute(
+        select(Note.contact_id, Note.type, Note.pinned, Note.content, Note.created_at)
+        .where(Note.contact_id.in_(ids))
+        .order_by(Note.contact_id, Note.created_at, Note.id)
+    ):
+        lists.notes[contact_id].append(
+            {
+                "type": kind,
+                "pinned": pinned,
+                "content": content,
+                "created_at": created_at.isoformat(),
+            }
+        )
+    return lists
 
 
 _ROW_QUERY = (
@@ -114,7 +135,7 @@ _ROW_QUERY = (
 
 
 async def _rows(session: AsyncSession, ids: Sequence[int]) -> list[list[Any]]:
-    phones, emails, tags = await _lists(session, ids)
+    lists = await _lists(session, ids)
     rows: list[list[Any]] = []
     for c in await session.execute(_ROW_QUERY.where(Contact.id.in_(ids))):
         rows.append(
@@ -123,9 +144,9 @@ async def _rows(session: AsyncSession, ids: Sequence[int]) -> list[list[Any]]:
                 guard(c.name),
                 guard(c.company or ""),
                 c.type,
-                guard(_joined(phones[c.id])),
-                guard(_joined(emails[c.id])),
-                guard("; ".join(tags[c.id])),
+                guard(_joined(lists.phones[c.id])),
+                guard(_joined(lists.emails[c.id])),
+                guard("; ".join(lists.tags[c.id])),
                 guard(c.stage or ""),
                 c.status,
                 c.rating,
@@ -137,6 +158,7 @@ async def _rows(session: AsyncSession, ids: Sequence[int]) -> list[list[Any]]:
                 json.dumps(c.custom_fields, sort_keys=True, ensure_ascii=False)
                 if c.custom_fields
                 else "",
+                json.dumps(notes, ensure_ascii=False) if (notes := lists.notes[c.id]) else "",
                 c.created_at.isoformat(),
                 c.updated_at.isoformat(),
             ]

@@ -177,7 +177,9 @@ class _Job:
         timeline.event_row(
             actor, 0, "imported", {"file": options.file_name, "row": 1, "created": True}
         )
-        timeline.event_row(actor, 0, "note_added", json.loads(note_added_text(1, "text")))
+        timeline.event_row(
+            actor, 0, "note_added", json.loads(note_added_text(1, "text", "general"))
+        )
 
     def new_ref(self) -> int:
         self._next_ref -= 1

@@ -32,7 +32,7 @@ from typing import Any
 
 from voicecrm.crm import timeline
 from voicecrm.crm.csv_report import ImportRowError, OnMatch
-from voicecrm.crm.csv_rows import ContactRow, RowError
+from voicecrm.crm.csv_rows import ContactRow, NoteValue, RowError
 from voicecrm.crm.schemas import CONTACT_FIELDS
 
 FIELDS = CONTACT_FIELDS
@@ -74,7 +74,7 @@ class Target:
     email_rows: list[tuple[Any, ...]] = field(default_factory=list)  # EMAIL_COLUMNS
     tag_rows: list[str] = field(default_factory=list)
     notes: set[str] = field(default_factory=set)  # the text of the contact's notes
-    note_rows: list[str] = field(default_factory=list)  # notes to add
+    note_rows: list[NoteValue] = field(default_factory=list)  # notes to add
 
 
 @dataclass
@@ -224,10 +224,10 @@ class BatchPlan:
         """
         _row, _line, _display, _name, _values, phones, emails, tags, _custom, notes = row
         added_notes = 0
-        for text in notes:
-            if text not in target.notes:
-                target.notes.add(text)
-                target.note_rows.append(text)
+        for note in notes:
+            if note[0] not in target.notes:
+                target.notes.add(note[0])
+                target.note_rows.append(note)
                 added_notes += 1
         grew: list[str] = []
         for e164, original, label, region, _carrier in phones:

@@ -42,6 +42,7 @@ from voicecrm.crm.schemas import (
     ContactFields,
     ContactStatus,
     ContactType,
+    NoteType,
 )
 from voicecrm.errors import InvalidPhoneNumber
 
@@ -70,11 +71,13 @@ class RowError(NamedTuple):
 
 # A phone number of a row: E.164, the text as written, label, region, carrier.
 PhoneValue = tuple[str, str, str, str | None, str | None]
+# A note of a row: its text, its type (a `NoteType` value) and whether it is pinned.
+NoteValue = tuple[str, str, bool]
 # One row read into contact fields (only what the row gives is set):
 #   (row, line, display_name, name, values, phones, emails, tags, custom, notes)
 # `values` holds (field, value) for the single-valued fields the row gives, `emails`
 # (address, label), `custom` the row's custom fields as a JSON object, or None,
-# `notes` the text of each non-empty notes cell.
+# `notes` (text, type, pinned) for each note the notes cells give (`_read_notes`).
 # `name` is set only when the row names the person; `display_name` is what a new
 # contact is called otherwise (company, email, or "Unknown Caller"), and is never
 # written over the name of a contact that already exists.
@@ -94,7 +97,7 @@ ContactRow = tuple[
     tuple[tuple[str, str], ...],
     tuple[str, ...],
     str | None,
-    tuple[str, ...],
+    tuple[NoteValue, ...],
 ]
 
 
@@ -109,7 +112,7 @@ class _Draft:
     emails: list[tuple[str, str]] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     custom: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    notes: list[NoteValue] = field(default_factory=list)
 
 
 class _Refused(Exception):
@@ -316,16 +319,58 @@ def _read_tags(ctx: RowContext, cells: Sequence[str], row: _Draft) -> None:
 
 
 def _read_notes(ctx: RowContext, cells: Sequence[str], row: _Draft) -> None:
-    """Each non-empty notes cell is one note, as written (line breaks kept); once if repeated."""
+    """Each non-empty notes cell is one General note, as written (line breaks kept),
+    unless it holds notes as voicecrm's export writes them (`note_list`). A text the
+    row already gives is not given twice."""
     for index in ctx.plan.notes:
         text = unguard(cells[index].strip()) if index < len(cells) else ""
-        if not text or text in row.notes:
+        if not text:
             continue
-        if len(text) > MAX_NOTE:
-            raise _Refused(
-                f"the note is longer than {MAX_NOTE} characters", "notes", ctx.plan.header[index]
-            )
-        row.notes.append(text)
+        column = ctx.plan.header[index]
+        listed = note_list(text)
+        for content, kind, pinned in listed if listed is not None else [(text, "general", False)]:
+            if len(content) > MAX_NOTE:
+                raise _Refused(f"the note is longer than {MAX_NOTE} characters", "notes", column)
+            if kind not in _NOTE_TYPES:
+                raise _Refused(
+                    f"unknown note type {kind[:40]!r}: one of {', '.join(_NOTE_TYPES)}",
+                    "notes",
+                    column,
+                )
+            if all(content != note[0] for note in row.notes):
+                row.notes.append((content, kind, pinned))
+
+
+_NOTE_TYPES = tuple(kind.value for kind in NoteType)
+
+
+def note_list(text: str) -> list[NoteValue] | None:
+    """The notes of a cell holding a JSON array of notes, or None for any other text.
+
+    voicecrm's export writes a contact's notes as `[{"type": "warning", "pinned":
+    true, "content": "..."}, ...]`, so that importing the file gives them back
+    with their types. A cell is read so only if it is such an array: each item an
+    object with a "content" text (other keys, such as "created_at", are left).
+    The type is checked by the caller, so that a misspelt one is an error, not a
+    note whose text is JSON.
+    """
+    if not text.startswith("[") or not text.endswith("]"):
+        return None
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return None
+    if not items or not all(
+        isinstance(item, dict) and isinstance(item.get("content"), str) for item in items
+    ):
+        return None
+    notes: list[NoteValue] = []
+    for item in items:
+        content = item["content"].strip()
+        if content:
+            kind = item.get("type", "general")
+            notes.append((content, str(kind).strip().lower(), item.get("pinned", False) is True))
+    return notes
 
 
 def _read_name(given: Given, row: _Draft) -> None:

@@ -318,7 +318,7 @@ class _Rows:
         self.phones: list[tuple[Any, ...]] = []
         self.emails: list[tuple[Any, ...]] = []
         self.tags: list[tuple[int, str]] = []
-        self.notes: list[tuple[int, str]] = []
+        self.notes: list[tuple[int, str, str, bool]] = []
 
     def add_row(self, contact_id: int, row: ContactRow) -> None:
         """A contact created from `row` alone: its rows straight from the row's values."""
@@ -332,7 +332,7 @@ class _Rows:
         self.emails += [(contact_id, e, label, i) for i, (e, label) in enumerate(emails)]
         self.tags += [(contact_id, tag) for tag in tags]
         if notes:
-            self.notes += [(contact_id, text) for text in notes]
+            self.notes += [(contact_id, *note) for note in notes]
 
     def add_target(self, contact_id: int, target: Target) -> None:
         if target.new:
@@ -341,7 +341,7 @@ class _Rows:
         self.phones += [(contact_id, e164, key, *rest) for e164, *rest in target.phone_rows]
         self.emails += [(contact_id, *row) for row in target.email_rows]
         self.tags += [(contact_id, tag) for tag in target.tag_rows]
-        self.notes += [(contact_id, text) for text in target.note_rows]
+        self.notes += [(contact_id, *note) for note in target.note_rows]
 
 
 async def write_plan(conn: AsyncConnection, plan: BatchPlan, actor: Actor, now: datetime) -> None:
@@ -389,30 +389,32 @@ async def write_plan(conn: AsyncConnection, plan: BatchPlan, actor: Actor, now: 
     )
 
 
-def note_added_text(note_id: int, content: str) -> str:
-    """The JSON of a "note_added" event for an imported (General) note; the job checks
-    once, through `timeline.event_row`, that the kind takes this shape."""
-    return json.dumps({"note_id": note_id, "type": "general", "content": content})
+def note_added_text(note_id: int, content: str, kind: str) -> str:
+    """The JSON of an imported note's "note_added" event; the job checks once that the
+    kind takes this shape (`timeline.event_row`), as appending it would each time."""
+    return json.dumps({"note_id": note_id, "type": kind, "content": content})
 
 
 async def _insert_notes(
-    conn: AsyncConnection, notes: Sequence[tuple[int, str]], actor: Actor, now: datetime
+    conn: AsyncConnection,
+    notes: Sequence[tuple[int, str, str, bool]],
+    actor: Actor,
+    now: datetime,
 ) -> list[tuple[int, str, str]]:
-    """Insert the batch's notes (General, unpinned, by the importing user); their events."""
+    """Insert the batch's notes (by the importing user, dated now); their events."""
     ids = await allocate_ids(conn, NOTES, len(notes))
     constants = {
         "team_id": actor.team_id,
         "author_user_id": actor.user_id,
-        "type": "general",
-        "pinned": False,
         "created_at": now,
         "updated_at": now,
     }
     numbered = [(note_id, *note) for note_id, note in zip(ids, notes, strict=True)]
-    await insert_rows(conn, NOTES, ("id", "contact_id", "content"), constants, numbered)
+    columns = ("id", "contact_id", "content", "type", "pinned")
+    await insert_rows(conn, NOTES, columns, constants, numbered)
     return [
-        (contact_id, "note_added", note_added_text(note_id, text))
-        for note_id, contact_id, text in numbered
+        (contact_id, "note_added", note_added_text(note_id, text, kind))
+        for note_id, contact_id, text, kind, _pinned in numbered
     ]
 
 
