@@ -223,7 +223,13 @@ class _Job:
         Emails have no such index: a contact given a row's address by hand in that
         moment gets a twin, as it could on PostgreSQL before.
         """
-        async with self.database.transaction(read_only=True) as session:
+        # On SQLite the lookups run on a connection of the loop's own thread (`quick`):
+        # a few thousand index probes, a few milliseconds. A pooled connection would
+        # take turns with the writes, and each such connection's thread would keep
+        # the memory of the page cache the writes once grew (`batch_settings`).
+        # PostgreSQL needs a transaction for `lookup_settings`, which quick reads lack.
+        quick = self.database.dialect == "sqlite"
+        async with self.database.transaction(read_only=True, quick=quick) as session:
             conn = await session.connection()
             async with lookup_settings(conn):
                 phones, emails, keys = await self._owners(conn, rows)
