@@ -38,9 +38,12 @@ async def batch_settings(conn: AsyncConnection) -> AsyncIterator[None]:
     10 with their indexes. `SET LOCAL` lasts until the transaction ends, however
     it ends.
     """
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        yield
+        return
     if conn.dialect.name != "sqlite":
-        async with lookup_settings(conn):
-            yield
+        yield
         return
     usual = (await conn.exec_driver_sql("PRAGMA cache_size")).scalar_one()
     await conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_BATCH_CACHE_KIB}")
@@ -48,17 +51,3 @@ async def batch_settings(conn: AsyncConnection) -> AsyncIterator[None]:
         yield
     finally:
         await conn.exec_driver_sql(f"PRAGMA cache_size = {int(usual)}")
-
-
-@asynccontextmanager
-async def lookup_settings(conn: AsyncConnection) -> AsyncIterator[None]:
-    """Settings for a transaction that only looks a batch's keys up (`batch_settings`).
-
-    A batch planned while the one before it is being written looks its keys up in
-    a read-only transaction of its own: it needs the PostgreSQL setting that keeps
-    its lookups on their indexes, and none of SQLite's page cache, as it dirties
-    no page.
-    """
-    if conn.dialect.name == "postgresql":
-        await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-    yield
