@@ -1,9 +1,7 @@
 """The import's SQLite inserts write shared values as literals and store what binding would.
 
-`sqlite_insert` (an executemany) and `sqlite_json_insert` (one statement reading
-the rows from a JSON array) are checked against the plain way, every value
-bound, on a real SQLite database: the rows read back must be the same values of
-the same types, in the same order.
+`sqlite_insert` is checked against the plain way, every value bound, on a real
+SQLite database: the rows read back must be the same values of the same types.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from voicecrm.crm.csv_writers import sqlite_insert, sqlite_json_insert
+from voicecrm.crm.csv_writers import sqlite_insert
 
 COLUMNS = ("a", "b", "c", "d")
 SCHEMA = "CREATE TABLE t (id INTEGER PRIMARY KEY, a, b, c, d, team, stamp)"
@@ -153,88 +151,3 @@ def test_a_shared_value_is_converted_for_the_driver_once_not_once_a_row() -> Non
     assert values_in(sql)["b"] == "?"
     assert bound == [(1, 1, "x"), (2, 0, "y")]
     assert converted == [True, False]
-
-
-# ----------------------------------------------------------------- one JSON array
-def written_from_json(
-    rows: Sequence[tuple[Any, ...]], constants: dict[str, Any]
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
-    """What the JSON form stores and what plain binding stores; None if there is no JSON form."""
-    made = sqlite_json_insert("t", COLUMNS, rows, constants)
-    if made is None:
-        return None
-    json_db, bound_db = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
-    try:
-        for connection in (json_db, bound_db):
-            connection.execute(SCHEMA)
-        sql, array = made
-        json_db.execute(sql, (array,))
-        names = (*COLUMNS, *constants)
-        bound_db.executemany(
-            f"INSERT INTO t ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-            [(*row, *constants.values()) for row in rows],
-        )
-        return stored(json_db), stored(bound_db)
-    finally:
-        json_db.close()
-        bound_db.close()
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "O'Brien\"; DROP TABLE t; --",
-        "",
-        "línea\nnueva ☎ \\u0041 \t\x01",
-        "\U0001f4de",
-        0,
-        -(2**63),
-        2**63 - 1,
-        1.5,
-        -0.0,
-        1e300,
-        5e-324,
-        2.0,
-        True,
-        False,
-        None,
-        '{"vip": "it\'s"}',
-    ],
-)
-def test_a_value_read_from_the_json_array_is_stored_exactly_as_binding_it_would(
-    value: Any,
-) -> None:
-    rows = [(1, value, "x", None), (2, "other", value, 3), (3, value, 1.25, value)]
-    both = written_from_json(rows, {"team": 7, "stamp": "2026-11-26 08:00:00"})
-    assert both is not None
-    from_json, plain = both
-    assert from_json == plain
-
-
-@pytest.mark.parametrize(
-    "awkward",
-    [2**63, -(2**63) - 1, float("nan"), float("-inf"), b"bytes", "nul\x00inside", 1j],
-    ids=["beyond-int64", "below-int64", "nan", "inf", "bytes", "nul", "complex"],
-)
-def test_a_batch_with_a_value_json_cannot_carry_faithfully_has_no_json_form(
-    awkward: Any,
-) -> None:
-    rows = [(1, "a", awkward, None), (2, "b", "c", None)]
-    assert written_from_json(rows, {"team": 7, "stamp": None}) is None
-
-
-def test_rows_from_the_json_array_take_their_ids_in_the_arrays_order() -> None:
-    rows = [(i, f"name {i}", i % 7 == 0, None if i % 3 else i * 0.5) for i in range(5000)]
-    both = written_from_json(rows, {"team": 1, "stamp": "s"})
-    assert both is not None
-    from_json, plain = both
-    assert from_json == plain
-    assert [row[0] for row in from_json] == list(range(5000))
-
-
-def test_a_batch_whose_values_are_all_shared_inserts_every_row_from_the_json_array() -> None:
-    both = written_from_json([(1, "a", None, 2.5)] * 3, {"team": 3, "stamp": "s"})
-    assert both is not None
-    from_json, plain = both
-    assert from_json == plain
-    assert len(from_json) == 3

@@ -5,20 +5,13 @@ executemany, which would run every value of every row through its type
 converters: each column's converter is looked up once per statement, constants
 are converted once per batch, and JSON arrives already serialised.
 
-On SQLite a value the whole batch shares (the team, the timestamps, and in
-most files most contact fields: type, source, status, rating, no stage) is
-written into the statement as a literal instead of being bound for every row:
-Python's sqlite3 module spends about 0.4 µs binding each parameter of each row,
-more than SQLite takes to store it. Side by side, a contact row took 8-9 µs with
-its 16 values bound and 2.3-2.5 µs with the 13 shared ones as literals.
-
-The other values of a table's rows go to SQLite as one JSON array, read by one
-`INSERT ... SELECT ... FROM json_each(?)`: one statement, which SQLite runs
-without the interpreter's lock, where an executemany takes the lock back after
-every row. While a batch is written, the import plans the next one on the event
-loop's thread; every row an executemany wrote then waited for that thread to let
-go of the lock. A batch whose values JSON cannot carry exactly (`_json_faithful`)
-is written with an executemany.
+On SQLite the rows are one executemany per table, and a value the whole batch
+shares (the team, the timestamps, and in most files most contact fields: type,
+source, status, rating, no stage) is written into the statement as a literal
+instead of being bound for every row: Python's sqlite3 module spends about
+0.4 µs binding each parameter of each row, more than SQLite takes to store it.
+Side by side, a contact row took 8-9 µs with its 16 values bound and 2.3-2.5 µs
+with the 13 shared ones as literals.
 
 On PostgreSQL, whose executemany runs each row as a statement of its own, rows
 are loaded with binary COPY in the batch's transaction.
@@ -99,13 +92,9 @@ async def insert_rows(
     )
     if conn.dialect.paramstyle == "qmark":
         shared = dict(zip(constants, fixed, strict=True))
-        own = converters[: len(columns)]
-        as_json = sqlite_json_insert(table.name, columns, rows, shared, converters=own)
-        if as_json is not None:
-            sql, array = as_json
-            await conn.exec_driver_sql(sql, (array,))
-            return
-        sql, bound = sqlite_insert(table.name, columns, rows, shared, converters=own)
+        sql, bound = sqlite_insert(
+            table.name, columns, rows, shared, converters=converters[: len(columns)]
+        )
         await conn.exec_driver_sql(sql, bound)
         return
     if conn.dialect.driver != "asyncpg":
@@ -120,48 +109,6 @@ async def insert_rows(
                 values[index] = convert(values[index])
             converted.append(tuple(values))
     await _copy(conn, table, all_columns, [(*row, *fixed) for row in converted])
-
-
-class _SqliteRows:
-    """A batch's rows split for SQLite: the columns written as literals, the rest bound."""
-
-    def __init__(
-        self,
-        columns: Sequence[str],
-        rows: Sequence[tuple[Any, ...]],
-        constants: Mapping[str, Any],
-        converters: Sequence[Processor | None] | None,
-    ) -> None:
-        self.count = len(rows)
-        self.literals: dict[str, str] = {}
-        self.bound_names: list[str] = []
-        # Column by column: the values each row binds.
-        self.bound_columns: list[tuple[Any, ...]] = []
-        converters = converters or (None,) * len(columns)
-        by_column = zip(columns, zip(*rows, strict=True), converters, strict=True)
-        fixed = ((name, (value,) * len(rows), None) for name, value in constants.items())
-        for name, values, convert in itertools.chain(by_column, fixed):
-            first = values[0]
-            shared = (
-                values.count(first) == len(values)
-                and len(set(map(type, values))) == 1  # 1 and True are equal, not the same value
-            )
-            text = _sqlite_literal(first if convert is None else convert(first)) if shared else None
-            if text is not None:
-                self.literals[name] = text
-            else:
-                self.bound_names.append(name)
-                self.bound_columns.append(
-                    values if convert is None else tuple(map(convert, values))
-                )
-
-    def head(self, table: str) -> str:
-        return f"INSERT INTO {table} ({', '.join([*self.bound_names, *self.literals])})"
-
-    def bound_rows(self) -> list[tuple[Any, ...]]:
-        if not self.bound_columns:
-            return [()] * self.count
-        return list(zip(*self.bound_columns, strict=True))
 
 
 def sqlite_insert(
@@ -179,57 +126,29 @@ def sqlite_insert(
     `converters` (one per column, `None`: as is) turn the rows' values into the
     driver's; a shared value is converted once, not once a row.
     """
-    split = _SqliteRows(columns, rows, constants, converters)
-    values_sql = ", ".join(["?"] * len(split.bound_names) + list(split.literals.values()))
-    return f"{split.head(table)} VALUES ({values_sql})", split.bound_rows()
-
-
-def sqlite_json_insert(
-    table: str,
-    columns: Sequence[str],
-    rows: Sequence[tuple[Any, ...]],
-    constants: Mapping[str, Any],
-    *,
-    converters: Sequence[Processor | None] | None = None,
-) -> tuple[str, str] | None:
-    """`sqlite_insert`'s rows as one INSERT reading them from one JSON array, and the array.
-
-    None if some value would not come back from JSON as binding would store it
-    (see `_json_faithful`); the executemany is then the way.
-    """
-    split = _SqliteRows(columns, rows, constants, converters)
-    if not all(map(_json_faithful, split.bound_columns)):
-        return None
-    picked = [f"json_extract(value, '$[{i}]')" for i in range(len(split.bound_names))]
-    # One scan of json_each, in the array's order: the rows take their ids in that order.
-    sql = f"{split.head(table)} SELECT {', '.join([*picked, *split.literals.values()])}"
-    array = json.dumps(split.bound_rows(), ensure_ascii=False, separators=(",", ":"))
-    return f"{sql} FROM json_each(?)", array
-
-
-_JSON_KINDS = frozenset({type(None), bool, int, float, str})
-
-
-def _json_faithful(values: tuple[Any, ...]) -> bool:
-    """Whether SQLite's `json_extract` gives back each value as binding it would store it.
-
-    JSON null, true and false, integers within 64 bits, finite floats and text
-    without NUL come back as NULL, 1, 0, INTEGER, REAL and TEXT, as they bind.
-    """
-    kinds = set(map(type, values))
-    if not kinds <= _JSON_KINDS:
-        return False
-    if int in kinds:
-        ints = values if kinds == {int} else [v for v in values if type(v) is int]
-        if min(ints) < _INT64.start or max(ints) >= _INT64.stop:
-            return False
-    if float in kinds and not all(math.isfinite(v) for v in values if type(v) is float):
-        return False
-    if str in kinds:
-        texts = values if kinds == {str} else [v for v in values if type(v) is str]
-        if "\x00" in "".join(texts):
-            return False
-    return True
+    literals: dict[str, str] = {}
+    bound_names: list[str] = []
+    bound_columns: list[tuple[Any, ...]] = []
+    converters = converters or (None,) * len(columns)
+    by_column = zip(columns, zip(*rows, strict=True), converters, strict=True)
+    fixed = ((name, (value,) * len(rows), None) for name, value in constants.items())
+    for name, values, convert in itertools.chain(by_column, fixed):
+        first = values[0]
+        shared = (
+            values.count(first) == len(values)
+            and len(set(map(type, values))) == 1  # 1 and True are equal, not the same value
+        )
+        text = _sqlite_literal(first if convert is None else convert(first)) if shared else None
+        if text is not None:
+            literals[name] = text
+        else:
+            bound_names.append(name)
+            bound_columns.append(values if convert is None else tuple(map(convert, values)))
+    names = [*bound_names, *literals]
+    values_sql = ", ".join(["?"] * len(bound_names) + list(literals.values()))
+    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({values_sql})"
+    bound = list(zip(*bound_columns, strict=True)) if bound_columns else [()] * len(rows)
+    return sql, bound
 
 
 _INT64 = range(-(2**63), 2**63)
