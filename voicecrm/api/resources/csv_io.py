@@ -200,9 +200,11 @@ ROUTES = [
         response_content=CSV_BODY,
         read_only=True,
         description="Columns: id, name, company, type, phones, emails, tags, stage, status, "
-        "rating, source, responsible, caller_id_name, carrier, blocked, custom_fields, "
+        "rating, source, responsible, caller_id_name, carrier, blocked, custom_fields, notes, "
         "created_at, updated_at. Phones and emails are `label: value; label: value`; "
-        "custom fields one JSON object. Importing the file gives the same contacts back. "
+        "custom fields one JSON object; notes one JSON array, oldest first, of "
+        '`{"type", "pinned", "content", "created_at"}`. Importing the file gives the same '
+        "contacts back, with their notes (dated by the import). "
         "UTF-8 without a byte-order mark unless `bom=true` (for Excel).",
     ),
     Route(
@@ -234,6 +236,8 @@ ROUTES = [
         "that cannot be read is refused (422) before anything is written; row errors are "
         "listed in the report with their row and line numbers, and the other rows imported. "
         "Batches are committed as they go. A notes column (Google's and Outlook's "
-        '"Notes") adds a General note to the contact, unless it has one with the same text.',
+        '"Notes") adds a General note to the contact, unless it has one with the same text; '
+        "a notes cell holding a JSON array of notes, as the export writes them, adds those "
+        "notes with their types.",
     ),
 ]
