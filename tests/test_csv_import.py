@@ -346,22 +346,30 @@ async def test_a_notes_cell_listing_notes_as_the_export_writes_them_gives_those_
             {"type": "warning", "pinned": True, "content": "Owes 2 invoices", "created_at": "x"},
             {"type": "Info", "content": "Line one\nline two; with, separators"},
             {"content": "Owes 2 invoices"},
+            {"content": "NUL\u0000 dropped", "pinned": "yes"},
         ]
     )
-    not_lists = ["[see below]", "[1, 2]", "[]", '[{"text": "no content key"}]']
+    not_lists = [
+        "[see below]",
+        "[1, 2]",
+        "[]",
+        '[{"text": "no content key"}]',
+        "[" * 4000 + "]" * 4000,  # deeper than the JSON parser goes
+    ]
     rows = [["Ada", "+12125550199", listed], *(["Ben", "", text] for text in not_lists)]
     out = io.StringIO()
     csv.writer(out).writerows([["name", "phone", "notes"], *rows])
     report = await run_import(database, world, out.getvalue())
-    assert (report.created, report.failed) == (5, 0)
+    assert (report.created, report.failed) == (len(rows), 0)
     ada, *bens = await all_contacts(database, world)
     assert [(n.content, n.type, n.pinned) for n in await notes_of(database, world, ada.id)] == [
         ("Owes 2 invoices", "warning", True),
         ("Line one\nline two; with, separators", "info", False),
+        ("NUL dropped", "general", False),
     ]
     async with database.transaction(read_only=True) as session:
         events = (await timeline.page(session, ada.id, kinds=["note_added"])).events
-    assert [e.data["type"] for e in reversed(events)] == ["warning", "info"]
+    assert [e.data["type"] for e in reversed(events)] == ["warning", "info", "general"]
     assert [[n.content for n in await notes_of(database, world, b.id)] for b in bens] == [
         [text] for text in not_lists
     ]

@@ -350,7 +350,8 @@ def note_list(text: str) -> list[NoteValue] | None:
     voicecrm's export writes a contact's notes as `[{"type": "warning", "pinned":
     true, "content": "..."}, ...]`, so that importing the file gives them back
     with their types. A cell is read so only if it is such an array: each item an
-    object with a "content" text (other keys, such as "created_at", are left).
+    object with a "content" text (other keys, such as "created_at", are left);
+    "pinned" is true only when it is JSON `true`.
     The type is checked by the caller, so that a misspelt one is an error, not a
     note whose text is JSON.
     """
@@ -358,7 +359,7 @@ def note_list(text: str) -> list[NoteValue] | None:
         return None
     try:
         items = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return None
     if not items or not all(
         isinstance(item, dict) and isinstance(item.get("content"), str) for item in items
@@ -366,7 +367,8 @@ def note_list(text: str) -> list[NoteValue] | None:
         return None
     notes: list[NoteValue] = []
     for item in items:
-        content = item["content"].strip()
+        # NUL as the cells lose theirs (`read_row`), here from a "\u0000" escape.
+        content = item["content"].replace("\x00", "").strip()
         if content:
             kind = item.get("type", "general")
             notes.append((content, str(kind).strip().lower(), item.get("pinned", False) is True))
