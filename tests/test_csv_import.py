@@ -6,6 +6,7 @@ lines); `line` is the file line the row starts on.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -32,6 +33,7 @@ from voicecrm.errors import InvalidCSV, InvalidPhoneNumber, PermissionDenied
 from voicecrm.storage import Database
 
 FIXTURES = Path(__file__).parent / "fixtures" / "csv"
+SQLITE_PLANS_IN_ITS_WRITE = "SQLite plans each batch in its write transaction, none ahead"
 
 
 async def run_import(
@@ -408,7 +410,7 @@ async def test_on_match_skip_leaves_the_contacts_a_row_finds_alone(
     assert [c.phones for c in await all_contacts(database, world)][1] == []
 
 
-@pytest.mark.parametrize("batch_size", [2, 1000])
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
 async def test_a_number_repeated_in_the_file_lands_on_the_contact_its_first_row_created(
     database: Database, world: TeamWorld, batch_size: int
 ) -> None:
@@ -513,6 +515,77 @@ async def test_a_contact_a_call_creates_mid_batch_is_found_when_the_batch_is_ret
     assert (contact.id, contact.name) == (calls[0], "Ann")
 
 
+async def test_a_batch_is_planned_while_the_one_before_it_is_written(
+    database: Database, world: TeamWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch's write waits until the second batch has been looked up.
+
+    Were the batches planned only after the one before committed, the write would
+    wait for a lookup that never comes, and the import would fail on the timeout.
+    """
+    if database.dialect == "sqlite":
+        pytest.skip(SQLITE_PLANS_IN_ITS_WRITE)
+    real_owners, real_write = csv_lookups.owners, csv_writers.write_plan
+    second_looked_up = asyncio.Event()
+    writes: list[int] = []
+
+    async def owners(conn: Any, team_id: int, phones: Any, emails: Any) -> dict[str, int]:
+        if "+14155550102" in phones:
+            second_looked_up.set()
+        return await real_owners(conn, team_id, phones, emails)
+
+    async def write_plan(*args: Any) -> None:
+        writes.append(len(writes))
+        if len(writes) == 1:
+            async with asyncio.timeout(5):
+                await second_looked_up.wait()
+        await real_write(*args)
+
+    monkeypatch.setattr(csv_lookups, "owners", owners)
+    monkeypatch.setattr(csv_import, "write_plan", write_plan)
+    report = await run_import(
+        database, world, "name,phone\nAnn,415 555 0101\nBob,415 555 0102\n", batch_size=1
+    )
+    assert (report.created, writes) == (2, [0, 1])
+    assert [c.name for c in await all_contacts(database, world)] == ["Ann", "Bob"]
+
+
+async def test_a_contact_a_call_creates_while_the_batch_before_is_written_is_found(
+    database: Database, world: TeamWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch planned ahead meets a contact created after its lookup, before its write.
+
+    The phones' unique index refuses the batch, which is planned again in its own
+    write transaction and finds the contact. The call is made to happen right after
+    the second batch's lookup by wrapping it.
+    """
+    if database.dialect == "sqlite":
+        pytest.skip(SQLITE_PLANS_IN_ITS_WRITE)
+    real_owners = csv_lookups.owners
+    calls: list[int] = []
+
+    async def lookup_then_a_call(
+        conn: Any, team_id: int, phones: Any, emails: Any
+    ) -> dict[str, int]:
+        found = await real_owners(conn, team_id, phones, emails)
+        if "+14155550101" in phones and not calls:
+            calls.append(
+                await add_contact(
+                    database, world, name="Caller", phones=[PhoneIn(number="+14155550101")]
+                )
+            )
+        return found
+
+    monkeypatch.setattr(csv_lookups, "owners", lookup_then_a_call)
+    report = await run_import(
+        database, world, "name,phone\nBob,415 555 0100\nAnn,415 555 0101\n", batch_size=1
+    )
+    assert (report.created, report.updated, report.failed) == (1, 1, 0)
+    bob, ann = await all_contacts(database, world)
+    assert (bob.name, ann.id, ann.name) == ("Bob", calls[0], "Ann")
+    assert [p.e164 for p in ann.phones] == ["+14155550101"]
+
+
 async def test_a_batch_that_fails_to_write_stops_the_import_keeping_the_batches_before_it(
     database: Database, world: TeamWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -534,6 +607,42 @@ async def test_a_batch_that_fails_to_write_stops_the_import_keeping_the_batches_
         "the import stopped at data row 2: rows before it were imported (1 created, 0 updated), "
         "rows from it on were not"
     ]
+    assert [c.name for c in await all_contacts(database, world)] == ["Ann"]
+
+
+async def test_a_cancelled_import_rolls_back_the_batch_being_written_and_leaves_no_task(
+    database: Database, world: TeamWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while the second batch is written and the third is looked up."""
+    if database.dialect == "sqlite":
+        pytest.skip(SQLITE_PLANS_IN_ITS_WRITE)
+    real_write, real_owners = csv_writers.write_plan, csv_lookups.owners
+    second_written, third_looked_up = asyncio.Event(), asyncio.Event()
+
+    async def write_plan(conn: Any, plan: Any, *args: Any) -> None:
+        await real_write(conn, plan, *args)
+        if any(row[2] == "Bob" for row in plan.new_rows.values()):
+            second_written.set()
+            await asyncio.Event().wait()  # written, never committed
+
+    async def owners(conn: Any, team_id: int, phones: Any, emails: Any) -> dict[str, int]:
+        if "+14155550103" in phones:
+            third_looked_up.set()
+            await asyncio.Event().wait()
+        return await real_owners(conn, team_id, phones, emails)
+
+    monkeypatch.setattr(csv_import, "write_plan", write_plan)
+    monkeypatch.setattr(csv_lookups, "owners", owners)
+    text = "name,phone\nAnn,415 555 0101\nBob,415 555 0102\nCarl,415 555 0103\n"
+    before = asyncio.all_tasks()
+    importing = asyncio.create_task(run_import(database, world, text, batch_size=1))
+    async with asyncio.timeout(10):
+        await second_written.wait()
+        await third_looked_up.wait()
+    importing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await importing
+    assert asyncio.all_tasks() == before
     assert [c.name for c in await all_contacts(database, world)] == ["Ann"]
 
 

@@ -38,12 +38,9 @@ async def batch_settings(conn: AsyncConnection) -> AsyncIterator[None]:
     10 with their indexes. `SET LOCAL` lasts until the transaction ends, however
     it ends.
     """
-    if conn.dialect.name == "postgresql":
-        await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        yield
-        return
     if conn.dialect.name != "sqlite":
-        yield
+        async with lookup_settings(conn):
+            yield
         return
     usual = (await conn.exec_driver_sql("PRAGMA cache_size")).scalar_one()
     await conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_BATCH_CACHE_KIB}")
@@ -51,3 +48,16 @@ async def batch_settings(conn: AsyncConnection) -> AsyncIterator[None]:
         yield
     finally:
         await conn.exec_driver_sql(f"PRAGMA cache_size = {int(usual)}")
+
+
+@asynccontextmanager
+async def lookup_settings(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Settings for a transaction that only looks a batch's keys up (`batch_settings`).
+
+    On PostgreSQL a batch planned while the one before it is being written looks its
+    keys up in a read-only transaction of its own, which needs the setting that
+    keeps its lookups on their indexes.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    yield
