@@ -221,11 +221,12 @@ class _Job:
         holding a key it adds (a repeated person) is planned again once it has
         committed; and rows that would update existing contacts are too, so that
         the values they merge into are read in the same transaction that writes
-        them, as without the overlap. What remains (new contacts, rows to skip) cannot depend on the
-        batch being written; a contact a call creates meanwhile is caught by the
-        phones' unique index, and the batch is then planned again (`write_batch`).
-        Emails have no such index: a contact given a row's address by hand in that
-        moment gets a twin, as it could on PostgreSQL before.
+        them, as without the overlap. What remains (new contacts, rows to skip)
+        cannot depend on the batch being written. A contact a call creates
+        meanwhile is caught by the phones' unique index, and the batch is then
+        planned again (`write_batch`). Emails have no such index: a contact given
+        a row's address through the API in that moment may get a twin, as it
+        already could between a batch's lookup and its insert.
         """
         async with self.database.transaction(read_only=True) as session:
             conn = await session.connection()
