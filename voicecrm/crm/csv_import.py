@@ -417,12 +417,11 @@ async def _write(
     A batch that depends on the one being written is planned once that has
     committed (`_Job.plan_ahead`). Batches commit one at a time and in file order.
     """
+    # Only PostgreSQL plans batches ahead, and plans their lookups on statistics
+    # (refresh_lookup_statistics).
     ahead = job.database.dialect == "postgresql"
     report = job.report
-    # Only PostgreSQL plans these lookups on statistics (refresh_lookup_statistics).
-    refresh_lookups_at = (
-        LOOKUP_STATISTICS_FROM if job.database.dialect == "postgresql" else math.inf
-    )
+    refresh_lookups_at = LOOKUP_STATISTICS_FROM if ahead else math.inf
 
     async def written(writing: _Writing) -> None:
         nonlocal refresh_lookups_at
