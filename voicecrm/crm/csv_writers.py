@@ -19,7 +19,6 @@ are loaded with binary COPY in the batch's transaction.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -125,30 +124,77 @@ def sqlite_insert(
     the statement as literals; only the other columns are bound, row by row.
     `converters` (one per column, `None`: as is) turn the rows' values into the
     driver's; a shared value is converted once, not once a row.
+
+    Most columns of a batch vary (ids, names, numbers), and the first and last
+    rows tell so at once: only the others are read whole to see whether every row
+    shares the value. The rows are not taken apart and put together again column by
+    column: at 2,000 rows a batch, building those tuples (and the garbage
+    collections they brought on) was a fifth of the event loop's time in an import.
     """
-    literals: dict[str, str] = {}
-    bound_names: list[str] = []
-    bound_columns: list[tuple[Any, ...]] = []
     converters = converters or (None,) * len(columns)
-    by_column = zip(columns, zip(*rows, strict=True), converters, strict=True)
-    fixed = ((name, (value,) * len(rows), None) for name, value in constants.items())
-    for name, values, convert in itertools.chain(by_column, fixed):
-        first = values[0]
-        shared = (
-            values.count(first) == len(values)
-            and len(set(map(type, values))) == 1  # 1 and True are equal, not the same value
-        )
-        text = _sqlite_literal(first if convert is None else convert(first)) if shared else None
-        if text is not None:
-            literals[name] = text
+    first, last = rows[0], rows[-1]
+    literals: dict[str, str] = {}
+    picked: list[int] = []  # the rows' columns bound row by row
+    for index, (name, convert) in enumerate(zip(columns, converters, strict=True)):
+        value = first[index]
+        text = None
+        if _same(value, last[index]) and _shared(rows, index):
+            text = _sqlite_literal(value if convert is None else convert(value))
+        if text is None:
+            picked.append(index)
         else:
-            bound_names.append(name)
-            bound_columns.append(values if convert is None else tuple(map(convert, values)))
-    names = [*bound_names, *literals]
-    values_sql = ", ".join(["?"] * len(bound_names) + list(literals.values()))
+            literals[name] = text
+    unbound: dict[str, Any] = {}  # constants without a literal: bound with every row
+    for name, value in constants.items():
+        text = _sqlite_literal(value)
+        if text is None:
+            unbound[name] = value
+        else:
+            literals[name] = text
+    names = [*(columns[index] for index in picked), *unbound, *literals]
+    values_sql = ", ".join(["?"] * (len(picked) + len(unbound)) + list(literals.values()))
     sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({values_sql})"
-    bound = list(zip(*bound_columns, strict=True)) if bound_columns else [()] * len(rows)
-    return sql, bound
+    return sql, _bound_values(rows, picked, [converters[index] for index in picked], unbound)
+
+
+def _same(value: Any, other: Any) -> bool:
+    """Whether two values would be stored alike (1, True and 1.0 are equal, not alike)."""
+    return bool(value == other) and type(value) is type(other)
+
+
+def _shared(rows: Sequence[tuple[Any, ...]], index: int) -> bool:
+    """Whether every row has the same value, of the same type, in column `index`."""
+    column = list(map(itemgetter(index), rows))
+    value = column[0]
+    if column.count(value) != len(column):
+        return False
+    # Only a str equals a str, and only None is None: the types need no second look.
+    return type(value) is str or value is None or len(set(map(type, column))) == 1
+
+
+def _bound_values(
+    rows: Sequence[tuple[Any, ...]],
+    picked: list[int],
+    converters: list[Processor | None],
+    unbound: Mapping[str, Any],
+) -> list[tuple[Any, ...]]:
+    """Each row's values for the statement's `?`s: its `picked` columns, then `unbound`."""
+    if not any(converters) and not unbound:
+        if len(picked) == len(rows[0]):
+            return list(rows)
+        if len(picked) > 1:
+            return list(map(itemgetter(*picked), rows))
+        if picked:
+            return [(value,) for value in map(itemgetter(picked[0]), rows)]
+        return [()] * len(rows)
+    columns = [
+        list(map(itemgetter(index), rows))
+        if convert is None
+        else list(map(convert, map(itemgetter(index), rows)))
+        for index, convert in zip(picked, converters, strict=True)
+    ]
+    columns += [[value] * len(rows) for value in unbound.values()]
+    return list(zip(*columns, strict=True)) if columns else [()] * len(rows)
 
 
 _INT64 = range(-(2**63), 2**63)
