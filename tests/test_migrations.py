@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, insert, inspect, text
@@ -24,9 +23,10 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import POSTGRES_URL, TeamWorld, make_team
 from voicecrm.crm.models import Contact, ContactPhone
+from voicecrm.errors import MigrationRefused
 from voicecrm.models import metadata
 from voicecrm.storage import Database, utcnow
-from voicecrm.storage.migrate import alembic_config, current_revision, head_revision, upgrade
+from voicecrm.storage.migrate import current_revision, downgrade, head_revision, upgrade
 from voicecrm.storage.postgres_admin import create_database, drop_database
 
 
@@ -63,17 +63,6 @@ def _differences(connection: Connection) -> list[Any]:
 async def differences(database: Database) -> list[Any]:
     async with database.engine.connect() as connection:
         return await connection.run_sync(_differences)
-
-
-def _downgrade(connection: Connection, revision: str) -> None:
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    command.downgrade(config, revision)
-
-
-async def downgrade(database: Database, revision: str) -> None:
-    async with database.engine.begin() as connection:
-        await connection.run_sync(_downgrade, revision)
 
 
 async def tables(database: Database) -> set[str]:
@@ -267,13 +256,24 @@ _CHILD_ROWS = {
     "timeline_events": "INSERT INTO timeline_events (team_id, contact_id, kind, occurred_at, "
     "data) VALUES (:team, :contact, 'note_added', :now, '{}')",
 }
+# Rows of other tables that refer to a contact by its id alone (0007 rebuilds contacts).
+_REFERRING_ROWS = {
+    "calls": "INSERT INTO calls (team_id, contact_id, channel, external_id, direction, "
+    "from_number, to_number, status, started_at, state, updated_at) VALUES (:team, :contact, "
+    "'twilio', :external, 'inbound', '+14155550100', '+14155550111', 'completed', "
+    ":now, '{}', :now)",
+    "tasks": "INSERT INTO tasks (team_id, contact_id, title, status, due_at, created_at) "
+    "VALUES (:team, :contact, 'Call back', 'open', :now, :now)",
+}
 
 
-async def _child_counts(database: Database) -> dict[str, int]:
+async def _child_counts(
+    database: Database, tables: Sequence[str] = tuple(_CHILD_ROWS)
+) -> dict[str, int]:
     async with database.transaction(read_only=True) as session:
         return {
             table: int(await session.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
-            for table in _CHILD_ROWS
+            for table in tables
         }
 
 
@@ -312,7 +312,81 @@ async def test_migration_0006_stops_at_a_row_that_names_another_teams_contact(
         await session.execute(
             text(_CHILD_ROWS["contact_emails"]), {"team": ours.team_id, "contact": contact}
         )
-    with pytest.raises(IntegrityError):
+    with pytest.raises(
+        MigrationRefused,
+        match=r"contact_emails row 1 .*contacts|fk_contact_emails_team_id_contacts",
+    ):
         await upgrade(database)
     assert await current_revision(database) == "0005"
     assert (await _child_counts(database))["contact_emails"] == 1
+
+
+async def test_every_row_referring_to_a_contact_survives_migration_0007_and_back(
+    empty_database: Database,
+) -> None:
+    """0007 rebuilds `contacts` and `notes` on SQLite. Dropping the old `contacts` with
+    foreign keys on would first delete its rows, and every phone, note, event and task
+    with them (calls would lose their contact): nothing of that may happen."""
+    database = empty_database
+    await upgrade(database)
+    world = await make_team(database)
+    contacts = [await _contact(database, world.team_id) for _ in range(2)]
+    rows = {**_CHILD_ROWS, **_REFERRING_ROWS}
+    async with database.transaction() as session:
+        for contact in contacts:
+            for statement in rows.values():
+                await session.execute(
+                    text(statement),
+                    {"team": world.team_id, "contact": contact, "now": utcnow()}
+                    | ({"external": f"CA{contact}"} if ":external" in statement else {}),
+                )
+    linked = "SELECT count(*) FROM calls WHERE contact_id IS NOT NULL"
+    for revision in ("0006", "head"):
+        if revision == "head":
+            await upgrade(database)
+        else:
+            await downgrade(database, revision)
+        assert await _child_counts(database, tuple(rows)) == dict.fromkeys(rows, 2)
+        async with database.transaction(read_only=True) as session:
+            assert await session.scalar(text("SELECT count(*) FROM contacts")) == 2
+            assert await session.scalar(text(linked)) == 2
+    assert await differences(database) == []
+    async with database.engine.connect() as connection:
+        if connection.dialect.name == "sqlite":  # the migration's connection has them back
+            assert await connection.scalar(text("PRAGMA foreign_keys")) == 1
+
+
+@pytest.mark.parametrize(
+    ("table", "column"), [("contacts", "status"), ("contacts", "type"), ("notes", "type")]
+)
+async def test_the_schema_itself_refuses_a_value_outside_a_columns_list(
+    database: Database, world: TeamWorld, table: str, column: str
+) -> None:
+    contact = await _contact(database, world.team_id)
+    async with database.transaction() as session:
+        await session.execute(
+            text(_CHILD_ROWS["notes"]), {"team": world.team_id, "contact": contact, "now": utcnow()}
+        )
+    with pytest.raises(IntegrityError, match=rf"ck_{table}_{column}|CHECK"):
+        async with database.transaction() as session:
+            await session.execute(text(f"UPDATE {table} SET {column} = 'bogus'"))
+    async with database.transaction(read_only=True) as session:
+        assert (
+            await session.scalar(text(f"SELECT count(*) FROM {table} WHERE {column} = 'bogus'"))
+            == 0
+        )
+
+
+@pytest.mark.parametrize("empty_database", ["sqlite"], indirect=True)
+async def test_sqlite_checks_the_busiest_tables_lists_without_a_temporary_index_a_row(
+    empty_database: Database,
+) -> None:
+    """An IN list in a CHECK makes SQLite build a temporary index for every row it
+    writes (OpenEphemeral in the program); contacts and notes spell their lists out."""
+    await upgrade(empty_database)
+    async with empty_database.transaction(read_only=True) as session:
+        for table, column, value in (("contacts", "status", "open"), ("notes", "type", "info")):
+            program = await session.execute(
+                text(f"EXPLAIN UPDATE {table} SET {column} = '{value}' WHERE id = 1")
+            )
+            assert "OpenEphemeral" not in {str(row[1]) for row in program}

@@ -14,7 +14,8 @@ classes to problem+json in `voicecrm.api.problems`.
     ├── Conflict                the request contradicts the stored state
     │   ├── DuplicatePhone
     │   ├── DuplicateName
-    │   └── StageLimitReached
+    │   ├── StageLimitReached
+    │   └── MigrationRefused    stored rows break a rule the new schema adds
     ├── PermissionDenied        the actor may not do this
     ├── AuthenticationFailed    no valid credentials
     └── ConfigurationError      the service is misconfigured
@@ -113,3 +114,7 @@ class AuthenticationFailed(VoiceCRMError):
 
 class ConfigurationError(VoiceCRMError):
     title = "Configuration error"
+
+
+class MigrationRefused(Conflict):
+    """A migration would leave rows that break its rules; it was rolled back."""

@@ -28,7 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from voicecrm.storage.base import Base, BigId, UTCDateTime, utcnow
+from voicecrm.crm.schemas import ContactStatus, ContactType, NoteType
+from voicecrm.storage.base import Base, BigId, UTCDateTime, one_of, utcnow
 
 # JSONB on PostgreSQL stores parsed JSON (smaller, indexable later); plain JSON text on SQLite.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -75,8 +76,8 @@ class Contact(Base):
     __tablename__ = "contacts"
     __table_args__ = (
         CheckConstraint("rating BETWEEN 0 AND 3", name="rating"),
-        CheckConstraint("status IN ('open', 'won', 'lost')", name="status"),
-        CheckConstraint("type IN ('customer', 'collaborator', 'other')", name="type"),
+        CheckConstraint(one_of("status", ContactStatus), name="status"),
+        CheckConstraint(one_of("type", ContactType), name="type"),
         Index(None, "team_id", "name", "id"),
         Index(None, "team_id", "updated_at", "id"),
         # What the child tables' (team_id, contact_id) foreign keys refer to.
@@ -175,7 +176,7 @@ class ContactTag(Base):
 class Note(Base):
     __tablename__ = "notes"
     __table_args__ = (
-        CheckConstraint("type IN ('general', 'info', 'warning', 'danger')", name="type"),
+        CheckConstraint(one_of("type", NoteType), name="type"),
         _contacts_row(),
     )
 
