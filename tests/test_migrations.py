@@ -25,7 +25,7 @@ from tests.conftest import POSTGRES_URL, TeamWorld, make_team
 from voicecrm.crm.models import Contact, ContactPhone
 from voicecrm.errors import MigrationRefused
 from voicecrm.models import metadata
-from voicecrm.storage import Database, utcnow
+from voicecrm.storage import Database, migrate, utcnow
 from voicecrm.storage.migrate import current_revision, downgrade, head_revision, upgrade
 from voicecrm.storage.postgres_admin import create_database, drop_database
 
@@ -390,3 +390,21 @@ async def test_sqlite_checks_the_busiest_tables_lists_without_a_temporary_index_
                 text(f"EXPLAIN UPDATE {table} SET {column} = '{value}' WHERE id = 1")
             )
             assert "OpenEphemeral" not in {str(row[1]) for row in program}
+
+
+@pytest.mark.parametrize("empty_database", ["sqlite"], indirect=True)
+async def test_a_connection_whose_foreign_keys_could_not_be_restored_is_not_reused(
+    empty_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    switch = migrate._foreign_keys
+
+    def failing_to_restore(connection: Connection, on: bool) -> None:
+        if on:
+            raise OSError("disk gone")
+        switch(connection, on)
+
+    monkeypatch.setattr(migrate, "_foreign_keys", failing_to_restore)
+    with pytest.raises(OSError, match="disk gone"):
+        await upgrade(empty_database)
+    async with empty_database.engine.connect() as connection:
+        assert await connection.scalar(text("PRAGMA foreign_keys")) == 1

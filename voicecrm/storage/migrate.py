@@ -85,7 +85,12 @@ async def _migrate(database: Database, step: Callable[[Config, str], None], revi
             ) from err
         finally:
             if sqlite:
-                await connection.run_sync(_foreign_keys, True)
+                try:
+                    await connection.run_sync(_foreign_keys, True)
+                except BaseException:
+                    # Never back to the pool without its foreign keys.
+                    await connection.invalidate()
+                    raise
 
 
 async def upgrade(database: Database, revision: str = "head") -> None:
