@@ -32,6 +32,8 @@ CHECKS = (
 )
 
 
+# What `voicecrm.storage.base.one_of` writes today, copied rather than imported: a
+# migration must keep meaning what it meant when written, whatever the helper becomes.
 def _equalities(column: str, values: Sequence[str]) -> str:
     return " OR ".join(f"{column} = '{value}'" for value in values)
 
