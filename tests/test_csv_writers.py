@@ -6,6 +6,7 @@ SQLite database: the rows read back must be the same values of the same types.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -13,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from voicecrm.crm.csv_writers import sqlite_insert
+from voicecrm.crm.csv_plan import FIELDS, new_contact_values
+from voicecrm.crm.csv_rows import ContactRow
+from voicecrm.crm.csv_writers import (
+    SQLITE_MAX_PARAMETERS,
+    SqliteInsert,
+    new_contact_row,
+    sqlite_insert,
+)
 
 COLUMNS = ("a", "b", "c", "d")
 SCHEMA = "CREATE TABLE t (id INTEGER PRIMARY KEY, a, b, c, d, team, stamp)"
@@ -31,9 +39,20 @@ def stored(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
 
 
 def values_in(sql: str) -> dict[str, str]:
-    """What the INSERT puts in each column: "?" (bound) or a literal (none here has a comma)."""
-    names, values = re.fullmatch(r"INSERT INTO t \((.*)\) VALUES \((.*)\)", sql).groups()  # type: ignore[union-attr]
+    """What the INSERT's first row puts in each column: "?n" (the nth value bound) or a
+    literal (none here has a comma or a parenthesis)."""
+    found = re.fullmatch(r"INSERT INTO t \((.*?)\) VALUES \(([^()]*)\)(, \([^()]*\))*", sql)
+    assert found is not None, sql
+    names, values = found.group(1, 2)
     return dict(zip(names.split(", "), values.split(", "), strict=True))
+
+
+def run(db: sqlite3.Connection, insert: SqliteInsert, most_rows: int = 500) -> str:
+    """Run the insert's statements; the first one's SQL."""
+    statements = list(insert.statements(most_rows))
+    for sql, parameters in statements:
+        db.execute(sql, parameters)
+    return statements[0][0]
 
 
 def written_both_ways(
@@ -43,8 +62,7 @@ def written_both_ways(
     try:
         for connection in (literal_db, bound_db):
             connection.execute(SCHEMA)
-        sql, bound = sqlite_insert("t", COLUMNS, rows, constants)
-        literal_db.executemany(sql, bound)
+        sql = run(literal_db, sqlite_insert("t", COLUMNS, rows, constants))
         names = (*COLUMNS, *constants)
         bound_db.executemany(
             f"INSERT INTO t ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
@@ -61,12 +79,12 @@ def test_values_shared_by_the_whole_batch_become_literals_and_the_rest_are_bound
     literal, bound, sql = written_both_ways(rows, {"team": 7, "stamp": "2026-11-26 08:00:00"})
     assert literal == bound
     assert values_in(sql) == {
-        "a": "?",
+        "team": "?1",
+        "stamp": "?2",
+        "a": "?3",
         "b": "'same'",
         "c": "NULL",
-        "d": "?",
-        "team": "7",
-        "stamp": "'2026-11-26 08:00:00'",
+        "d": "?4",
     }
 
 
@@ -101,16 +119,17 @@ def test_a_shared_value_is_stored_exactly_as_binding_it_would(shared: Any) -> No
 )
 def test_values_without_a_faithful_literal_are_bound(awkward: Any) -> None:
     rows = [(1, awkward, "v", "w"), (2, awkward, "v", "w")]
-    sql, bound = sqlite_insert("t", COLUMNS, rows, {"team": awkward, "stamp": None})
+    insert = sqlite_insert("t", COLUMNS, rows, {"team": awkward, "stamp": None})
+    [(sql, parameters)] = insert.statements()
     assert values_in(sql) == {
-        "a": "?",
-        "b": "?",
+        "team": "?1",
+        "stamp": "?2",
+        "a": "?3",
+        "b": "?4",
         "c": "'v'",
         "d": "'w'",
-        "team": "?",
-        "stamp": "NULL",
     }
-    assert bound == [(1, awkward, awkward), (2, awkward, awkward)]
+    assert parameters == (awkward, None, 1, awkward, 2, awkward)
     if isinstance(awkward, int):
         return  # sqlite3 cannot bind it either: the import fails on it as it did before
     literal, plain, _sql = written_both_ways(rows, {"team": awkward, "stamp": None})
@@ -121,16 +140,45 @@ def test_equal_values_of_different_types_are_not_taken_for_one_shared_value() ->
     rows = [(1, 1, 0, 1.0), (2, True, False, 1)]  # 1 == True == 1.0, yet stored differently
     literal, bound, sql = written_both_ways(rows, {})
     assert literal == bound
-    assert set(values_in(sql).values()) == {"?"}
+    assert set(values_in(sql).values()) == {"?1", "?2", "?3", "?4"}
 
 
 def test_a_single_row_or_a_batch_with_nothing_varying_is_written_whole() -> None:
-    literal, bound, sql = written_both_ways([(1, "a", None, 2.5)], {"team": 3, "stamp": "s"})
+    literal, bound, sql = written_both_ways([(1, "a", None, 2.5)], {})
     assert literal == bound
     assert "?" not in sql
-    literal, bound, _sql = written_both_ways([(1, "a", None, 2.5)] * 3, {"team": 3, "stamp": "s"})
+    literal, bound, sql = written_both_ways([(1, "a", None, 2.5)] * 3, {"team": 3, "stamp": "s"})
     assert literal == bound
     assert len(literal) == 3
+    assert set(re.findall(r"\?\d*", sql)) == {"?1", "?2"}  # the constants alone
+
+
+def test_a_batch_is_split_into_statements_of_at_most_so_many_rows_kept_in_order() -> None:
+    rows = [(i, f"name {i}", i % 2 == 0, None) for i in range(7)]
+    insert = sqlite_insert("t", COLUMNS, rows, {"team": 3, "stamp": "s"})
+    assert [sql.count("), (") + 1 for sql, _ in insert.statements(3)] == [3, 3, 1]
+    literal, bound = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
+    for db in (literal, bound):
+        db.execute(SCHEMA)
+    run(literal, insert, most_rows=3)
+    bound.executemany("INSERT INTO t (a, b, c, d, team, stamp) VALUES (?, ?, ?, ?, 3, 's')", rows)
+    assert stored(literal) == stored(bound)
+
+
+def test_a_statement_binds_no_more_values_than_sqlite_allows() -> None:
+    wide = tuple(f"c{i}" for i in range(40))
+    rows = [tuple(range(r, r + 40)) for r in range(2_000)]
+    for sql, parameters in sqlite_insert("w", wide, rows, {"team": 1}).statements(2_000):
+        assert len(parameters) <= SQLITE_MAX_PARAMETERS
+        assert f"?{len(parameters)}" in sql
+
+
+def test_batches_written_at_different_times_share_one_statement_text() -> None:
+    """The time is bound, not a literal: each text is compiled once and cached by the driver."""
+    rows = [(i, "same", None, i) for i in range(4)]
+    first = sqlite_insert("t", COLUMNS, rows, {"team": 3, "stamp": "2026-11-26 08:00:00"})
+    later = sqlite_insert("t", COLUMNS, rows, {"team": 3, "stamp": "2026-11-26 08:00:01"})
+    assert [sql for sql, _ in first.statements()] == [sql for sql, _ in later.statements()]
 
 
 def test_a_shared_value_is_converted_for_the_driver_once_not_once_a_row() -> None:
@@ -141,13 +189,81 @@ def test_a_shared_value_is_converted_for_the_driver_once_not_once_a_row() -> Non
         return int(value)
 
     same = [(1, True, "x", "w"), (2, True, "y", "w")]
-    sql, bound = sqlite_insert("t", COLUMNS, same, {}, converters=(None, to_int, None, None))
+    [(sql, parameters)] = sqlite_insert(
+        "t", COLUMNS, same, {}, converters=(None, to_int, None, None)
+    ).statements()
     assert values_in(sql)["b"] == "1"
-    assert bound == [(1, "x"), (2, "y")]
+    assert parameters == (1, "x", 2, "y")
     assert converted == [True]
     converted.clear()
     mixed = [(1, True, "x", "w"), (2, False, "y", "w")]
-    sql, bound = sqlite_insert("t", COLUMNS, mixed, {}, converters=(None, to_int, None, None))
-    assert values_in(sql)["b"] == "?"
-    assert bound == [(1, 1, "x"), (2, 0, "y")]
+    [(sql, parameters)] = sqlite_insert(
+        "t", COLUMNS, mixed, {}, converters=(None, to_int, None, None)
+    ).statements()
+    assert values_in(sql)["b"] == "?2"
+    assert parameters == (1, 1, "x", 2, 0, "y")
     assert converted == [True, False]
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        (
+            1,
+            2,
+            "Jane Roe",
+            "Jane Roe",
+            (),
+            (("+14155550123", "415-555-0123", "mobile", "US", None),),
+            (),
+            (),
+            None,
+            (),
+        ),
+        (
+            2,
+            3,
+            "Acme",
+            None,
+            (("company", "Acme"),),
+            (),
+            (("a@acme.test", "work"),),
+            ("vip",),
+            None,
+            (),
+        ),
+        (
+            3,
+            4,
+            "Ann",
+            "Ann",
+            (
+                ("company", "Co"),
+                ("type", "collaborator"),
+                ("caller_id_name", "ANN"),
+                ("status", "won"),
+                ("rating", 3),
+                ("blocked", True),
+                ("stage_id", 7),
+                ("responsible_user_id", 2),
+                ("source", "web"),
+            ),
+            (("+447700900123", "07700 900123", "work", "GB", "Vodafone"),),
+            (),
+            (),
+            '{"plan": "gold", "seats": 3}',
+            (("call back", "info", False),),
+        ),
+    ],
+    ids=["phone-only", "company-without-name", "every-field"],
+)
+def test_a_new_contacts_table_row_holds_what_the_plan_decided_for_it(row: ContactRow) -> None:
+    """The row is built straight from the read row, not through the plan's dict of fields."""
+    values = new_contact_values(row)
+    expected = (
+        41,
+        *(values[name] for name in FIELDS if name != "custom_fields"),
+        json.dumps(values["custom_fields"]),
+    )
+    assert FIELDS[-1] == "custom_fields"
+    assert new_contact_row(41, row) == expected

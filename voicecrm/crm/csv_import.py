@@ -18,8 +18,8 @@ rows at a time:
    as the import grows the tables, or it would stop probing those indexes;
 3. each row either creates a contact, or is matched to an existing one (by phone
    first, then email) and then updates it or is skipped (`on_match`; `csv_plan`);
-4. one INSERT per table (an executemany on SQLite, COPY on PostgreSQL) and one
-   executemany UPDATE write the batch, with one "imported" timeline event per
+4. one INSERT per table (multi-row statements on SQLite, COPY on PostgreSQL) and
+   one executemany UPDATE write the batch, with one "imported" timeline event per
    created or updated contact and a "note_added" one per note (`csv_writers`).
 
 On PostgreSQL, steps 2 and 3 of a batch run while the batch before it is written

@@ -38,7 +38,7 @@ from voicecrm.crm.schemas import CONTACT_FIELDS
 FIELDS = CONTACT_FIELDS
 IMPORT_SOURCE = "import"
 # A new contact's fields where the row gives none (what create_contact would choose).
-_NEW_CONTACT: dict[str, Any] = {
+NEW_CONTACT: dict[str, Any] = {
     "company": None,
     "type": "customer",
     "caller_id_name": None,
@@ -102,7 +102,7 @@ def new_contact_values(row: ContactRow) -> dict[str, Any]:
     """The fields of the contact a row creates."""
     _row, _line, display_name, name, values, phones, _emails, _tags, custom, _notes = row
     return {
-        **_NEW_CONTACT,
+        **NEW_CONTACT,
         "name": name or display_name,
         "carrier": phones[0][4] if phones else None,
         "custom_fields": json.loads(custom) if custom else {},

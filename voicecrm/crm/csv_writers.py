@@ -5,13 +5,20 @@ executemany, which would run every value of every row through its type
 converters: each column's converter is looked up once per statement, constants
 are converted once per batch, and JSON arrives already serialised.
 
-On SQLite the rows are one executemany per table, and a value the whole batch
-shares (the team, the timestamps, and in most files most contact fields: type,
-source, status, rating, no stage) is written into the statement as a literal
-instead of being bound for every row: Python's sqlite3 module spends about
-0.4 µs binding each parameter of each row, more than SQLite takes to store it.
-Side by side, a contact row took 8-9 µs with its 16 values bound and 2.3-2.5 µs
-with the 13 shared ones as literals.
+On SQLite the rows are multi-row INSERTs of up to 500 rows, and a value the
+whole batch shares (in most files most contact fields: type, source, status,
+rating, no stage) is written into the statement as a literal instead of being
+bound for every row: Python's sqlite3 module spends about 0.4 µs binding each
+parameter of each row, more than SQLite takes to store it. Side by side, a
+contact row took 8-9 µs with its 16 values bound and 2.3-2.5 µs with the 13
+shared ones as literals. The batch's constants (team, time) are bound once per
+statement, so that every batch runs the same few compiled statements.
+
+Multi-row statements rather than an executemany: an executemany takes the
+interpreter's lock back after each row, and beside a thread running Python
+(the event loop) waits for it each time: 454-691 µs a row against 9.8-10.9 in one
+statement (bench/README.md, session 7). In the import they took the writing
+thread from 28-33 to 19-22 µs a row (session 8).
 
 On PostgreSQL, whose executemany runs each row as a statement of its own, rows
 are loaded with binary COPY in the batch's transaction.
@@ -21,7 +28,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from operator import itemgetter
@@ -39,10 +48,10 @@ from voicecrm.crm.csv_lookups import CONTACTS, EMAILS, NOTES, PHONES, TAGS
 from voicecrm.crm.csv_plan import (
     EMAIL_COLUMNS,
     FIELDS,
+    NEW_CONTACT,
     PHONE_COLUMNS,
     BatchPlan,
     Target,
-    new_contact_values,
 )
 from voicecrm.crm.csv_rows import ContactRow
 from voicecrm.crm.duplicates import duplicate_key
@@ -91,10 +100,11 @@ async def insert_rows(
     )
     if conn.dialect.paramstyle == "qmark":
         shared = dict(zip(constants, fixed, strict=True))
-        sql, bound = sqlite_insert(
+        insert = sqlite_insert(
             table.name, columns, rows, shared, converters=converters[: len(columns)]
         )
-        await conn.exec_driver_sql(sql, bound)
+        for sql, parameters in insert.statements():
+            await conn.exec_driver_sql(sql, parameters)
         return
     if conn.dialect.driver != "asyncpg":
         raise NotImplementedError(f"bulk inserts on {conn.dialect.driver}")
@@ -110,6 +120,66 @@ async def insert_rows(
     await _copy(conn, table, all_columns, [(*row, *fixed) for row in converted])
 
 
+# Rows per SQLite INSERT statement. Each statement is compiled once and kept in the
+# driver's statement cache, so a batch's statements share one text (and the last
+# batch's tail one more): a statement of 500 rows stores them as fast as one of
+# 2,000 (2.1-2.9 µs a row, bench/README.md, session 8).
+SQLITE_ROWS_PER_STATEMENT = 500
+# The most parameters one SQLite statement may have: 32,766 since SQLite 3.32, 999 before.
+SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteInsert:
+    """Multi-row INSERT statements for SQLite, and the values each binds.
+
+    `shared` values (the batch's constants) are bound once per statement, as
+    `?1`, `?2`...; each row binds only its varying values, kept column by column
+    in `columns`; values every row shares are literals in the statement's text
+    (see `sqlite_insert`).
+    """
+
+    head: str
+    row: tuple[str | int, ...]  # per column: a literal, a shared value (-n) or a varying one (n)
+    shared: tuple[Any, ...]
+    columns: list[list[Any]]  # the varying columns' values, row by row
+    count: int  # rows
+
+    def statements(
+        self, most_rows: int = SQLITE_ROWS_PER_STATEMENT
+    ) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """Each statement's SQL and its parameters, covering every row in order."""
+        shared, width = len(self.shared), len(self.columns)
+        room = (SQLITE_MAX_PARAMETERS - shared) // width if width else most_rows
+        step = max(1, min(most_rows, room))
+        for start in range(0, self.count, step):
+            rows = min(step, self.count - start)
+            # The rows' values in statement order, laid out a column at a time.
+            parameters: list[Any] = [*self.shared, *[None] * (rows * width)]
+            for offset, column in enumerate(self.columns, shared):
+                parameters[offset::width] = column[start : start + rows]
+            sql = _multi_row_sql(self.head, self.row, shared, width, rows)
+            yield sql, tuple(parameters)
+
+
+@lru_cache(maxsize=32)
+def _multi_row_sql(
+    head: str, row: tuple[str | int, ...], shared: int, width: int, rows: int
+) -> str:
+    """`head` and `rows` value lists; a row's `width` varying values are numbered after
+    the `shared` ones and the rows before it."""
+
+    def item(value: str | int, first: int) -> str:
+        if isinstance(value, str):
+            return value
+        return f"?{-value}" if value < 0 else f"?{first + value}"
+
+    firsts = range(shared + 1, shared + 1 + rows * width, width) if width else [0] * rows
+    return head + ", ".join(
+        "(" + ", ".join(item(value, first) for value in row) + ")" for first in firsts
+    )
+
+
 def sqlite_insert(
     table: str,
     columns: Sequence[str],
@@ -117,13 +187,15 @@ def sqlite_insert(
     constants: Mapping[str, Any],
     *,
     converters: Sequence[Processor | None] | None = None,
-) -> tuple[str, list[tuple[Any, ...]]]:
-    """An executemany INSERT for SQLite, and the values it binds for each row.
+) -> SqliteInsert:
+    """Multi-row INSERTs of `rows` for SQLite, every row with `constants`.
 
-    `constants`, and every column whose value all `rows` share, are written in
-    the statement as literals; only the other columns are bound, row by row.
-    `converters` (one per column, `None`: as is) turn the rows' values into the
-    driver's; a shared value is converted once, not once a row.
+    Every column whose value all `rows` share is written in the statements as a
+    literal; only the other columns are bound, row by row. `constants` are bound
+    once per statement: they hold the batch's time, and a literal time would make
+    each batch's statements new ones to compile and cache. `converters` (one per
+    column, `None`: as is) turn the rows' values into the driver's; a shared value
+    is converted once, not once a row.
 
     Most columns of a batch vary (ids, names, numbers), and the first and last
     rows tell so at once: only the others are read whole to see whether every row
@@ -133,28 +205,27 @@ def sqlite_insert(
     """
     converters = converters or (None,) * len(columns)
     first, last = rows[0], rows[-1]
-    literals: dict[str, str] = {}
+    items: list[str | int] = []
     picked: list[int] = []  # the rows' columns bound row by row
-    for index, (name, convert) in enumerate(zip(columns, converters, strict=True)):
+    for index, convert in enumerate(converters):
         value = first[index]
         text = None
         if _same(value, last[index]) and _shared(rows, index):
             text = _sqlite_literal(value if convert is None else convert(value))
         if text is None:
+            items.append(len(picked))
             picked.append(index)
         else:
-            literals[name] = text
-    unbound: dict[str, Any] = {}  # constants without a literal: bound with every row
-    for name, value in constants.items():
-        text = _sqlite_literal(value)
-        if text is None:
-            unbound[name] = value
-        else:
-            literals[name] = text
-    names = [*(columns[index] for index in picked), *unbound, *literals]
-    values_sql = ", ".join(["?"] * (len(picked) + len(unbound)) + list(literals.values()))
-    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({values_sql})"
-    return sql, _bound_values(rows, picked, [converters[index] for index in picked], unbound)
+            items.append(text)
+    items += [-number for number in range(1, len(constants) + 1)]
+    head = f"INSERT INTO {table} ({', '.join([*columns, *constants])}) VALUES "
+    varying = [
+        list(map(itemgetter(index), rows))
+        if convert is None
+        else list(map(convert, map(itemgetter(index), rows)))
+        for index, convert in ((index, converters[index]) for index in picked)
+    ]
+    return SqliteInsert(head, tuple(items), tuple(constants.values()), varying, len(rows))
 
 
 def _same(value: Any, other: Any) -> bool:
@@ -170,31 +241,6 @@ def _shared(rows: Sequence[tuple[Any, ...]], index: int) -> bool:
         return False
     # Only a str equals a str, and only None is None: the types need no second look.
     return type(value) is str or value is None or len(set(map(type, column))) == 1
-
-
-def _bound_values(
-    rows: Sequence[tuple[Any, ...]],
-    picked: list[int],
-    converters: list[Processor | None],
-    unbound: Mapping[str, Any],
-) -> list[tuple[Any, ...]]:
-    """Each row's values for the statement's `?`s: its `picked` columns, then `unbound`."""
-    if not any(converters) and not unbound:
-        if len(picked) == len(rows[0]):
-            return list(rows)
-        if len(picked) > 1:
-            return list(map(itemgetter(*picked), rows))
-        if picked:
-            return [(value,) for value in map(itemgetter(picked[0]), rows)]
-        return [()] * len(rows)
-    columns = [
-        list(map(itemgetter(index), rows))
-        if convert is None
-        else list(map(convert, map(itemgetter(index), rows)))
-        for index, convert in zip(picked, converters, strict=True)
-    ]
-    columns += [[value] * len(rows) for value in unbound.values()]
-    return list(zip(*columns, strict=True)) if columns else [()] * len(rows)
 
 
 _INT64 = range(-(2**63), 2**63)
@@ -274,6 +320,31 @@ def _contact_values(values: Mapping[str, Any]) -> tuple[Any, ...]:
     return (*row[:_CUSTOM], json.dumps(custom) if custom else "{}", *row[_CUSTOM + 1 :])
 
 
+# A new contact's FIELDS where its row gives none; custom fields as JSON text.
+_NEW_ROW = tuple("{}" if name == "custom_fields" else NEW_CONTACT.get(name) for name in FIELDS)
+_AT = {name: index for index, name in enumerate(FIELDS)}
+_NAME, _CARRIER = _AT["name"], _AT["carrier"]
+
+
+def new_contact_row(contact_id: int, row: ContactRow) -> tuple[Any, ...]:
+    """The `contacts` row (id, then FIELDS) of the contact `row` creates.
+
+    `csv_plan.new_contact_values` as a table row, built straight from the row's
+    values: nearly every row of a large file creates a contact, and making a dict
+    of every field first and then picking from it cost the event loop twice this.
+    """
+    _row, _line, display_name, name, values, phones, _emails, _tags, custom, _notes = row
+    fields = list(_NEW_ROW)
+    fields[_NAME] = name or display_name
+    if phones:
+        fields[_CARRIER] = phones[0][4]
+    if custom:
+        fields[_CUSTOM] = custom
+    for field, value in values:
+        fields[_AT[field]] = value
+    return (contact_id, *fields)
+
+
 class _Rows:
     """The table rows of one batch, gathered contact by contact."""
 
@@ -287,7 +358,7 @@ class _Rows:
 
     def add_row(self, contact_id: int, row: ContactRow) -> None:
         """A contact created from `row` alone: its rows straight from the row's values."""
-        self.contacts.append((contact_id, *_contact_values(new_contact_values(row))))
+        self.contacts.append(new_contact_row(contact_id, row))
         _row, _line, _display, _name, _values, phones, emails, tags, _custom, notes = row
         key = duplicate_key(not self.unique, contact_id)
         self.phones += [
