@@ -5,7 +5,7 @@ executemany, which would run every value of every row through its type
 converters: each column's converter is looked up once per statement, constants
 are converted once per batch, and JSON arrives already serialised.
 
-On SQLite the rows are multi-row INSERTs of up to 500 rows, and a value the
+On SQLite the rows are multi-row INSERTs of up to 2,000 rows, and a value the
 whole batch shares (in most files most contact fields: type, source, status,
 rating, no stage) is written into the statement as a literal instead of being
 bound for every row: Python's sqlite3 module spends about 0.4 µs binding each
@@ -18,7 +18,7 @@ Multi-row statements rather than an executemany: an executemany takes the
 interpreter's lock back after each row, and beside a thread running Python
 (the event loop) waits for it each time: 454-691 µs a row against 9.8-10.9 in one
 statement (bench/README.md, session 7). In the import they took the writing
-thread from 28-33 to 19-22 µs a row (session 8).
+thread from 28-33 to 19-22 µs a row at 200,000 rows (session 8).
 
 On PostgreSQL, whose executemany runs each row as a statement of its own, rows
 are loaded with binary COPY in the batch's transaction.
@@ -120,11 +120,14 @@ async def insert_rows(
     await _copy(conn, table, all_columns, [(*row, *fixed) for row in converted])
 
 
-# Rows per SQLite INSERT statement. Each statement is compiled once and kept in the
-# driver's statement cache, so a batch's statements share one text (and the last
-# batch's tail one more): a statement of 500 rows stores them as fast as one of
-# 2,000 (2.1-2.9 µs a row, bench/README.md, session 8).
-SQLITE_ROWS_PER_STATEMENT = 500
+# Rows per SQLite INSERT statement: a default batch in one. Each statement takes the
+# interpreter's lock back once when SQLite is done with it, and beside a busy event
+# loop (calls being served) waits for it each time: 100,000 rows beside a thread
+# running Python took 9.8-10.1 µs a row in statements of 2,000 and 18.4-19.6 in
+# statements of 500; alone, 2.3-2.8 and 2.1-2.9 (bench/README.md, session 8). A
+# compiled statement of 2,000 rows is kept in the driver's statement cache: peak RSS
+# 105 MB against 102 with 500, in an import of 200,000 rows.
+SQLITE_ROWS_PER_STATEMENT = 2_000
 # The most parameters one SQLite statement may have: 32,766 since SQLite 3.32, 999 before.
 SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
@@ -199,9 +202,11 @@ def sqlite_insert(
 
     Most columns of a batch vary (ids, names, numbers), and the first and last
     rows tell so at once: only the others are read whole to see whether every row
-    shares the value. The rows are not taken apart and put together again column by
-    column: at 2,000 rows a batch, building those tuples (and the garbage
-    collections they brought on) was a fifth of the event loop's time in an import.
+    shares the value. The varying columns are then taken out whole (`map` over
+    the rows) and laid into each statement's parameters with a strided slice
+    assignment: no tuple is built per row (in session 7, building such tuples and
+    the garbage collections they brought on were a fifth of the event loop's time
+    in an import).
     """
     converters = converters or (None,) * len(columns)
     first, last = rows[0], rows[-1]
