@@ -154,15 +154,25 @@ def test_a_single_row_or_a_batch_with_nothing_varying_is_written_whole() -> None
 
 
 def test_a_batch_is_split_into_statements_of_at_most_so_many_rows_kept_in_order() -> None:
-    rows = [(i, f"name {i}", i % 2 == 0, None) for i in range(7)]
+    rows = [(i, f"name {i}", i % 2 == 0, None) for i in range(15)]
     insert = sqlite_insert("t", COLUMNS, rows, {"team": 3, "stamp": "s"})
-    assert [sql.count("), (") + 1 for sql, _ in insert.statements(3)] == [3, 3, 1]
+    assert [sql.count("), (") + 1 for sql, _ in insert.statements(4)] == [4, 4, 4, 2, 1]
     literal, bound = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
     for db in (literal, bound):
         db.execute(SCHEMA)
-    run(literal, insert, most_rows=3)
+    run(literal, insert, most_rows=4)
     bound.executemany("INSERT INTO t (a, b, c, d, team, stamp) VALUES (?, ?, ?, ?, 3, 's')", rows)
     assert stored(literal) == stored(bound)
+
+
+def test_batches_of_any_size_share_a_dozen_statement_texts() -> None:
+    """Each text is compiled and cached once a connection: texts must not grow with batches."""
+    texts = set()
+    for count in range(2, 3_001):  # (one row alone is all literals)
+        rows = [(i, "x", None, i) for i in range(count)]
+        insert = sqlite_insert("t", COLUMNS, rows, {"team": 1})
+        texts |= {sql for sql, _ in insert.statements()}
+    assert len(texts) == 11  # 1,024 rows, and 512, 256, ... 1 for the rest
 
 
 def test_a_statement_binds_no_more_values_than_sqlite_allows() -> None:

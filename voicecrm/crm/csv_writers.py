@@ -5,7 +5,7 @@ executemany, which would run every value of every row through its type
 converters: each column's converter is looked up once per statement, constants
 are converted once per batch, and JSON arrives already serialised.
 
-On SQLite the rows are multi-row INSERTs of up to 2,000 rows, and a value the
+On SQLite the rows are multi-row INSERTs of up to 1,024 rows, and a value the
 whole batch shares (in most files most contact fields: type, source, status,
 rating, no stage) is written into the statement as a literal instead of being
 bound for every row: Python's sqlite3 module spends about 0.4 µs binding each
@@ -120,14 +120,13 @@ async def insert_rows(
     await _copy(conn, table, all_columns, [(*row, *fixed) for row in converted])
 
 
-# Rows per SQLite INSERT statement: a default batch in one. Each statement takes the
-# interpreter's lock back once when SQLite is done with it, and beside a busy event
-# loop (calls being served) waits for it each time: 100,000 rows beside a thread
-# running Python took 9.8-10.1 µs a row in statements of 2,000 and 18.4-19.6 in
-# statements of 500; alone, 2.3-2.8 and 2.1-2.9 (bench/README.md, session 8). A
-# compiled statement of 2,000 rows is kept in the driver's statement cache: peak RSS
-# 105 MB against 102 with 500, in an import of 200,000 rows.
-SQLITE_ROWS_PER_STATEMENT = 2_000
+# The most rows in one SQLite INSERT statement (a power of two, see `statements`).
+# Each statement takes the interpreter's lock back once when SQLite is done with
+# it, and beside a busy event loop (calls being served) waits for it each time:
+# 100,000 rows beside a thread running Python took 9.8-10.1 µs a row in statements
+# of 2,000 and 18.4-19.6 in statements of 500; alone, 2.3-2.8 and 2.1-2.9
+# (bench/README.md, session 8).
+SQLITE_ROWS_PER_STATEMENT = 1_024
 # The most parameters one SQLite statement may have: 32,766 since SQLite 3.32, 999 before.
 SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
@@ -151,21 +150,36 @@ class SqliteInsert:
     def statements(
         self, most_rows: int = SQLITE_ROWS_PER_STATEMENT
     ) -> Iterator[tuple[str, tuple[Any, ...]]]:
-        """Each statement's SQL and its parameters, covering every row in order."""
+        """Each statement's SQL and its parameters, covering every row in order.
+
+        A statement's text depends on its number of rows, and every text is
+        compiled once and kept by the driver (128 of them a connection): batches
+        whose row counts differ (a file's errors and matches fall anywhere) would
+        each compile statements of their own, and the cache would fill with them,
+        hundreds of kilobytes each. So the rows go in statements whose sizes are
+        powers of two: as many of the largest as fit, then the rest by its binary
+        digits (1,960 rows: 1,024, 512, 256, 128, 32, 8). A table then has at most
+        a dozen statement texts, whatever the batches hold.
+        """
         shared, width = len(self.shared), len(self.columns)
         room = (SQLITE_MAX_PARAMETERS - shared) // width if width else most_rows
-        step = max(1, min(most_rows, room))
-        for start in range(0, self.count, step):
-            rows = min(step, self.count - start)
+        step = 1 << (max(1, min(most_rows, room)).bit_length() - 1)
+        full, rest = divmod(self.count, step)
+        sizes = [step] * full + [
+            1 << bit for bit in reversed(range(step.bit_length())) if rest >> bit & 1
+        ]
+        start = 0
+        for rows in sizes:
             # The rows' values in statement order, laid out a column at a time.
             parameters: list[Any] = [*self.shared, *[None] * (rows * width)]
             for offset, column in enumerate(self.columns, shared):
                 parameters[offset::width] = column[start : start + rows]
             sql = _multi_row_sql(self.head, self.row, shared, width, rows)
+            start += rows
             yield sql, tuple(parameters)
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=128)
 def _multi_row_sql(
     head: str, row: tuple[str | int, ...], shared: int, width: int, rows: int
 ) -> str:
