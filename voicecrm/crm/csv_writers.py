@@ -125,7 +125,7 @@ async def insert_rows(
 # it, and beside a busy event loop (calls being served) waits for it each time:
 # 100,000 rows beside a thread running Python took 9.8-10.1 µs a row in statements
 # of 2,000 and 18.4-19.6 in statements of 500; alone, 2.3-2.8 and 2.1-2.9
-# (bench/README.md, session 8).
+# (bench/README.md, session 8). 1,024: the largest power of two in a default batch.
 SQLITE_ROWS_PER_STATEMENT = 1_024
 # The most parameters one SQLite statement may have: 32,766 since SQLite 3.32, 999 before.
 SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
@@ -349,8 +349,10 @@ def new_contact_row(contact_id: int, row: ContactRow) -> tuple[Any, ...]:
     """The `contacts` row (id, then FIELDS) of the contact `row` creates.
 
     `csv_plan.new_contact_values` as a table row, built straight from the row's
-    values: nearly every row of a large file creates a contact, and making a dict
-    of every field first and then picking from it cost the event loop twice this.
+    values: nearly every row of a large file creates a contact, and a dict of
+    every field for each, picked from afterwards, was work on the event loop for
+    nothing (its share was measured together with the column layout of
+    `sqlite_insert`, bench/README.md, session 8).
     """
     _row, _line, display_name, name, values, phones, _emails, _tags, custom, _notes = row
     fields = list(_NEW_ROW)
