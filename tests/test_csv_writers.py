@@ -175,6 +175,15 @@ def test_batches_of_any_size_share_a_dozen_statement_texts() -> None:
     assert len(texts) == 11  # 1,024 rows, and 512, 256, ... 1 for the rest
 
 
+def test_a_long_value_every_row_shares_is_bound_not_repeated_in_the_text() -> None:
+    note = "Met at the trade show; call back about the yearly plan. " * 20
+    rows = [(i, note, "short", None) for i in range(1_024)]
+    literal, bound, sql = written_both_ways(rows, {})
+    assert literal == bound
+    assert values_in(sql) == {"a": "?1", "b": "?2", "c": "'short'", "d": "NULL"}
+    assert len(sql) < 1_024 * 40
+
+
 def test_a_statement_binds_no_more_values_than_sqlite_allows() -> None:
     wide = tuple(f"c{i}" for i in range(40))
     rows = [tuple(range(r, r + 40)) for r in range(2_000)]

@@ -127,6 +127,10 @@ async def insert_rows(
 # of 2,000 and 18.4-19.6 in statements of 500; alone, 2.3-2.8 and 2.1-2.9
 # (bench/README.md, session 8). 1,024: the largest power of two in a default batch.
 SQLITE_ROWS_PER_STATEMENT = 1_024
+# A value all rows share is written in the statement's text only up to this length: a
+# long one (a note every row repeats) would be in the text once a row, and every
+# statement of 1,024 rows would be compiled and cached megabytes long.
+SQLITE_LONGEST_LITERAL = 64
 # The most parameters one SQLite statement may have: 32,766 since SQLite 3.32, 999 before.
 SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
@@ -231,6 +235,8 @@ def sqlite_insert(
         text = None
         if _same(value, last[index]) and _shared(rows, index):
             text = _sqlite_literal(value if convert is None else convert(value))
+            if text is not None and len(text) > SQLITE_LONGEST_LITERAL:
+                text = None  # bound instead: written once a row, it would swell the text
         if text is None:
             items.append(len(picked))
             picked.append(index)
