@@ -1,7 +1,9 @@
-"""The import's SQLite inserts write shared values as literals and store what binding would.
+"""The import's SQLite inserts bind shared values once a statement, and store what the
+plain way would.
 
-`sqlite_insert` is checked against the plain way, every value bound, on a real
-SQLite database: the rows read back must be the same values of the same types.
+`sqlite_insert` is checked against the plain way, every value of every row bound,
+on a real SQLite database: the rows read back must be the same values of the same
+types.
 """
 
 from __future__ import annotations
@@ -39,8 +41,7 @@ def stored(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
 
 
 def values_in(sql: str) -> dict[str, str]:
-    """What the INSERT's first row puts in each column: "?n" (the nth value bound) or a
-    literal (none here has a comma or a parenthesis)."""
+    """What the INSERT's first row puts in each column: "?n", the nth value bound."""
     found = re.fullmatch(r"INSERT INTO t \((.*?)\) VALUES \(([^()]*)\)(, \([^()]*\))*", sql)
     assert found is not None, sql
     names, values = found.group(1, 2)
@@ -74,18 +75,23 @@ def written_both_ways(
         bound_db.close()
 
 
-def test_values_shared_by_the_whole_batch_become_literals_and_the_rest_are_bound() -> None:
+def test_values_shared_by_the_whole_batch_are_bound_once_and_the_rest_row_by_row() -> None:
     rows = [(1, "same", None, "x"), (2, "same", None, "y")]
-    literal, bound, sql = written_both_ways(rows, {"team": 7, "stamp": "2026-11-26 08:00:00"})
+    stamp = "2026-11-26 08:00:00"
+    literal, bound, sql = written_both_ways(rows, {"team": 7, "stamp": stamp})
     assert literal == bound
     assert values_in(sql) == {
-        "team": "?1",
-        "stamp": "?2",
-        "a": "?3",
-        "b": "'same'",
-        "c": "NULL",
-        "d": "?4",
+        "b": "?1",
+        "c": "?2",
+        "team": "?3",
+        "stamp": "?4",
+        "a": "?5",
+        "d": "?6",
     }
+    [(_sql, parameters)] = sqlite_insert(
+        "t", COLUMNS, rows, {"team": 7, "stamp": stamp}
+    ).statements()
+    assert parameters == ("same", None, 7, stamp, 1, "x", 2, "y")
 
 
 @pytest.mark.parametrize(
@@ -117,19 +123,18 @@ def test_a_shared_value_is_stored_exactly_as_binding_it_would(shared: Any) -> No
     [2**63, float("nan"), float("inf"), b"\x00bytes", "nul\x00inside"],
     ids=["beyond-int64", "nan", "inf", "bytes", "nul"],
 )
-def test_values_without_a_faithful_literal_are_bound(awkward: Any) -> None:
+def test_values_sqlite_has_no_literal_for_are_bound_and_stored_as_they_are(awkward: Any) -> None:
     rows = [(1, awkward, "v", "w"), (2, awkward, "v", "w")]
     insert = sqlite_insert("t", COLUMNS, rows, {"team": awkward, "stamp": None})
     [(sql, parameters)] = insert.statements()
-    assert values_in(sql) == {
-        "team": "?1",
-        "stamp": "?2",
-        "a": "?3",
-        "b": "?4",
-        "c": "'v'",
-        "d": "'w'",
-    }
-    assert parameters == (awkward, None, 1, awkward, 2, awkward)
+    if awkward == awkward:
+        bound_as = {"b": "?1", "c": "?2", "d": "?3", "team": "?4", "stamp": "?5", "a": "?6"}
+        assert values_in(sql) == bound_as
+        assert parameters == (awkward, "v", "w", awkward, None, 1, 2)
+    else:  # NaN equals nothing, not even itself: it is bound row by row
+        bound_as = {"c": "?1", "d": "?2", "team": "?3", "stamp": "?4", "a": "?5", "b": "?6"}
+        assert values_in(sql) == bound_as
+        assert parameters == ("v", "w", awkward, None, 1, awkward, 2, awkward)
     if isinstance(awkward, int):
         return  # sqlite3 cannot bind it either: the import fails on it as it did before
     literal, plain, _sql = written_both_ways(rows, {"team": awkward, "stamp": None})
@@ -143,14 +148,14 @@ def test_equal_values_of_different_types_are_not_taken_for_one_shared_value() ->
     assert set(values_in(sql).values()) == {"?1", "?2", "?3", "?4"}
 
 
-def test_a_single_row_or_a_batch_with_nothing_varying_is_written_whole() -> None:
+def test_a_single_row_or_a_batch_with_nothing_varying_binds_each_value_once() -> None:
     literal, bound, sql = written_both_ways([(1, "a", None, 2.5)], {})
     assert literal == bound
-    assert "?" not in sql
+    assert sql == "INSERT INTO t (a, b, c, d) VALUES (?1, ?2, ?3, ?4)"
     literal, bound, sql = written_both_ways([(1, "a", None, 2.5)] * 3, {"team": 3, "stamp": "s"})
     assert literal == bound
     assert len(literal) == 3
-    assert set(re.findall(r"\?\d*", sql)) == {"?1", "?2"}  # the constants alone
+    assert set(re.findall(r"\?\d+", sql)) == {"?1", "?2", "?3", "?4", "?5", "?6"}
 
 
 def test_a_batch_is_split_into_statements_of_at_most_so_many_rows_kept_in_order() -> None:
@@ -168,20 +173,21 @@ def test_a_batch_is_split_into_statements_of_at_most_so_many_rows_kept_in_order(
 def test_batches_of_any_size_share_a_dozen_statement_texts() -> None:
     """Each text is compiled and cached once a connection: texts must not grow with batches."""
     texts = set()
-    for count in range(2, 3_001):  # (one row alone is all literals)
+    for count in range(2, 3_001):  # (one row alone shares every value: a text of its own)
         rows = [(i, "x", None, i) for i in range(count)]
         insert = sqlite_insert("t", COLUMNS, rows, {"team": 1})
         texts |= {sql for sql, _ in insert.statements()}
     assert len(texts) == 11  # 1,024 rows, and 512, 256, ... 1 for the rest
 
 
-def test_a_long_value_every_row_shares_is_bound_not_repeated_in_the_text() -> None:
+def test_a_long_value_every_row_shares_is_bound_once_not_repeated_in_the_text() -> None:
     note = "Met at the trade show; call back about the yearly plan. " * 20
     rows = [(i, note, "short", None) for i in range(1_024)]
     literal, bound, sql = written_both_ways(rows, {})
     assert literal == bound
-    assert values_in(sql) == {"a": "?1", "b": "?2", "c": "'short'", "d": "NULL"}
-    assert len(sql) < 1_024 * 40
+    assert note not in sql
+    [(_sql, parameters)] = sqlite_insert("t", COLUMNS, rows, {}).statements()
+    assert parameters.count(note) == 1
 
 
 def test_a_statement_binds_no_more_values_than_sqlite_allows() -> None:
@@ -200,6 +206,13 @@ def test_batches_written_at_different_times_share_one_statement_text() -> None:
     assert [sql for sql, _ in first.statements()] == [sql for sql, _ in later.statements()]
 
 
+def test_batches_sharing_other_values_share_one_statement_text() -> None:
+    """A file sorted by company: each batch shares another company, and one text serves all."""
+    acme = sqlite_insert("t", COLUMNS, [(i, "Acme", None, i) for i in range(4)], {})
+    beta = sqlite_insert("t", COLUMNS, [(i, "Beta & Co's", None, i) for i in range(4)], {})
+    assert [sql for sql, _ in acme.statements()] == [sql for sql, _ in beta.statements()]
+
+
 def test_a_shared_value_is_converted_for_the_driver_once_not_once_a_row() -> None:
     converted: list[Any] = []
 
@@ -211,16 +224,16 @@ def test_a_shared_value_is_converted_for_the_driver_once_not_once_a_row() -> Non
     [(sql, parameters)] = sqlite_insert(
         "t", COLUMNS, same, {}, converters=(None, to_int, None, None)
     ).statements()
-    assert values_in(sql)["b"] == "1"
-    assert parameters == (1, "x", 2, "y")
+    assert values_in(sql)["b"] == "?1"
+    assert parameters == (1, "w", 1, "x", 2, "y")
     assert converted == [True]
     converted.clear()
     mixed = [(1, True, "x", "w"), (2, False, "y", "w")]
     [(sql, parameters)] = sqlite_insert(
         "t", COLUMNS, mixed, {}, converters=(None, to_int, None, None)
     ).statements()
-    assert values_in(sql)["b"] == "?2"
-    assert parameters == (1, 1, "x", 2, 0, "y")
+    assert values_in(sql)["b"] == "?3"
+    assert parameters == ("w", 1, 1, "x", 2, 0, "y")
     assert converted == [True, False]
 
 

@@ -6,13 +6,12 @@ converters: each column's converter is looked up once per statement, constants
 are converted once per batch, and JSON arrives already serialised.
 
 On SQLite the rows are multi-row INSERTs of up to 1,024 rows, and a value the
-whole batch shares (in most files most contact fields: type, source, status,
-rating, no stage) is written into the statement as a literal instead of being
-bound for every row: Python's sqlite3 module spends about 0.4 µs binding each
+whole batch shares (the team, the time, and in most files most contact fields:
+type, source, status, rating, no stage) is bound once per statement instead of
+once for every row: Python's sqlite3 module spends about 0.4 µs binding each
 parameter of each row, more than SQLite takes to store it. Side by side, a
 contact row took 8-9 µs with its 16 values bound and 2.3-2.5 µs with the 13
-shared ones as literals. The batch's constants (team, time) are bound once per
-statement, so that every batch runs the same few compiled statements.
+shared ones written once (then as literals, session 5).
 
 Multi-row statements rather than an executemany: an executemany takes the
 interpreter's lock back after each row, and beside a thread running Python
@@ -27,7 +26,6 @@ are loaded with binary COPY in the batch's transaction.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -127,10 +125,6 @@ async def insert_rows(
 # of 2,000 and 18.4-19.6 in statements of 500; alone, 2.3-2.8 and 2.1-2.9
 # (bench/README.md, session 8). 1,024: the largest power of two in a default batch.
 SQLITE_ROWS_PER_STATEMENT = 1_024
-# A value all rows share is written in the statement's text only up to this length: a
-# long one (a note every row repeats) would be in the text once a row, and every
-# statement of 1,024 rows would be compiled and cached megabytes long.
-SQLITE_LONGEST_LITERAL = 64
 # The most parameters one SQLite statement may have: 32,766 since SQLite 3.32, 999 before.
 SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
@@ -139,14 +133,13 @@ SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else
 class SqliteInsert:
     """Multi-row INSERT statements for SQLite, and the values each binds.
 
-    `shared` values (the batch's constants) are bound once per statement, as
-    `?1`, `?2`...; each row binds only its varying values, kept column by column
-    in `columns`; values every row shares are literals in the statement's text
-    (see `sqlite_insert`).
+    `shared` values (the batch's constants, and the values all its rows share) are
+    bound once per statement, as `?1`, `?2`...; each row binds only its varying
+    values, kept column by column in `columns` (see `sqlite_insert`).
     """
 
     head: str
-    row: tuple[str | int, ...]  # per column: a literal, a shared value (-n) or a varying one (n)
+    row: tuple[int, ...]  # per column: the nth shared value (-n) or the nth varying one (n)
     shared: tuple[Any, ...]
     columns: list[list[Any]]  # the varying columns' values, row by row
     count: int  # rows
@@ -184,20 +177,13 @@ class SqliteInsert:
 
 
 @lru_cache(maxsize=128)
-def _multi_row_sql(
-    head: str, row: tuple[str | int, ...], shared: int, width: int, rows: int
-) -> str:
+def _multi_row_sql(head: str, row: tuple[int, ...], shared: int, width: int, rows: int) -> str:
     """`head` and `rows` value lists; a row's `width` varying values are numbered after
     the `shared` ones and the rows before it."""
-
-    def item(value: str | int, first: int) -> str:
-        if isinstance(value, str):
-            return value
-        return f"?{-value}" if value < 0 else f"?{first + value}"
-
     firsts = range(shared + 1, shared + 1 + rows * width, width) if width else [0] * rows
     return head + ", ".join(
-        "(" + ", ".join(item(value, first) for value in row) + ")" for first in firsts
+        "(" + ", ".join(f"?{-item}" if item < 0 else f"?{first + item}" for item in row) + ")"
+        for first in firsts
     )
 
 
@@ -211,12 +197,19 @@ def sqlite_insert(
 ) -> SqliteInsert:
     """Multi-row INSERTs of `rows` for SQLite, every row with `constants`.
 
-    Every column whose value all `rows` share is written in the statements as a
-    literal; only the other columns are bound, row by row. `constants` are bound
-    once per statement: they hold the batch's time, and a literal time would make
-    each batch's statements new ones to compile and cache. `converters` (one per
-    column, `None`: as is) turn the rows' values into the driver's; a shared value
-    is converted once, not once a row.
+    A value every row of the batch shares (in most files most contact fields:
+    type, source, status, rating, no stage), and each of `constants`, is bound
+    once per statement; only the other columns are bound row by row. `converters`
+    (one per column, `None`: as is) turn the rows' values into the driver's; a
+    shared value is converted once, not once a row.
+
+    Shared values are bound rather than written into the text as literals (as
+    the executemany before them was): a statement's text then depends only on
+    which columns vary, not on the values, so batches with other shared values (a
+    file sorted by company, a later time) run the same compiled statements. With
+    literals, a file whose company changed every 2,000 rows compiled new
+    statements for every batch: 8,143 rows/s and 140 MB peak RSS, against 12,828
+    and 104 MB bound (200,000 rows, bench/README.md, session 8).
 
     Most columns of a batch vary (ids, names, numbers), and the first and last
     rows tell so at once: only the others are read whole to see whether every row
@@ -228,21 +221,20 @@ def sqlite_insert(
     """
     converters = converters or (None,) * len(columns)
     first, last = rows[0], rows[-1]
-    items: list[str | int] = []
+    items: list[int] = []
+    shared: list[Any] = []
     picked: list[int] = []  # the rows' columns bound row by row
     for index, convert in enumerate(converters):
         value = first[index]
-        text = None
         if _same(value, last[index]) and _shared(rows, index):
-            text = _sqlite_literal(value if convert is None else convert(value))
-            if text is not None and len(text) > SQLITE_LONGEST_LITERAL:
-                text = None  # bound instead: written once a row, it would swell the text
-        if text is None:
+            shared.append(value if convert is None else convert(value))
+            items.append(-len(shared))
+        else:
             items.append(len(picked))
             picked.append(index)
-        else:
-            items.append(text)
-    items += [-number for number in range(1, len(constants) + 1)]
+    for value in constants.values():
+        shared.append(value)
+        items.append(-len(shared))
     head = f"INSERT INTO {table} ({', '.join([*columns, *constants])}) VALUES "
     varying = [
         list(map(itemgetter(index), rows))
@@ -250,7 +242,7 @@ def sqlite_insert(
         else list(map(convert, map(itemgetter(index), rows)))
         for index, convert in ((index, converters[index]) for index in picked)
     ]
-    return SqliteInsert(head, tuple(items), tuple(constants.values()), varying, len(rows))
+    return SqliteInsert(head, tuple(items), tuple(shared), varying, len(rows))
 
 
 def _same(value: Any, other: Any) -> bool:
@@ -266,26 +258,6 @@ def _shared(rows: Sequence[tuple[Any, ...]], index: int) -> bool:
         return False
     # Only a str equals a str, and only None is None: the types need no second look.
     return type(value) is str or value is None or len(set(map(type, column))) == 1
-
-
-_INT64 = range(-(2**63), 2**63)
-
-
-def _sqlite_literal(value: Any) -> str | None:
-    """`value` as an SQLite literal that stores what binding it would; `None` if there is
-    no such literal (the value is then bound)."""
-    kind = type(value)
-    if value is None:
-        return "NULL"
-    if kind is bool:
-        return "1" if value else "0"
-    if kind is int:
-        return str(value) if value in _INT64 else None
-    if kind is float:
-        return repr(value) if math.isfinite(value) else None
-    if kind is str and "\x00" not in value:
-        return "'" + str(value).replace("'", "''") + "'"
-    return None
 
 
 async def _copy(
