@@ -59,27 +59,27 @@ def run(db: sqlite3.Connection, insert: SqliteInsert, most_rows: int = 500) -> s
 def written_both_ways(
     rows: Sequence[tuple[Any, ...]], constants: dict[str, Any]
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], str]:
-    literal_db, bound_db = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
+    multi_db, plain_db = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
     try:
-        for connection in (literal_db, bound_db):
+        for connection in (multi_db, plain_db):
             connection.execute(SCHEMA)
-        sql = run(literal_db, sqlite_insert("t", COLUMNS, rows, constants))
+        sql = run(multi_db, sqlite_insert("t", COLUMNS, rows, constants))
         names = (*COLUMNS, *constants)
-        bound_db.executemany(
+        plain_db.executemany(
             f"INSERT INTO t ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
             [(*row, *constants.values()) for row in rows],
         )
-        return stored(literal_db), stored(bound_db), sql
+        return stored(multi_db), stored(plain_db), sql
     finally:
-        literal_db.close()
-        bound_db.close()
+        multi_db.close()
+        plain_db.close()
 
 
 def test_values_shared_by_the_whole_batch_are_bound_once_and_the_rest_row_by_row() -> None:
     rows = [(1, "same", None, "x"), (2, "same", None, "y")]
     stamp = "2026-11-26 08:00:00"
-    literal, bound, sql = written_both_ways(rows, {"team": 7, "stamp": stamp})
-    assert literal == bound
+    multi, plain, sql = written_both_ways(rows, {"team": 7, "stamp": stamp})
+    assert multi == plain
     assert values_in(sql) == {
         "b": "?1",
         "c": "?2",
@@ -114,8 +114,8 @@ def test_values_shared_by_the_whole_batch_are_bound_once_and_the_rest_row_by_row
 )
 def test_a_shared_value_is_stored_exactly_as_binding_it_would(shared: Any) -> None:
     rows = [(i, shared, shared, shared) for i in range(3)]
-    literal, bound, _sql = written_both_ways(rows, {"team": shared, "stamp": None})
-    assert literal == bound
+    multi, plain, _sql = written_both_ways(rows, {"team": shared, "stamp": None})
+    assert multi == plain
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_a_shared_value_is_stored_exactly_as_binding_it_would(shared: Any) -> No
     [2**63, float("nan"), float("inf"), b"\x00bytes", "nul\x00inside"],
     ids=["beyond-int64", "nan", "inf", "bytes", "nul"],
 )
-def test_values_sqlite_has_no_literal_for_are_bound_and_stored_as_they_are(awkward: Any) -> None:
+def test_values_sqlite_has_no_literal_for_are_stored_as_they_are(awkward: Any) -> None:
     rows = [(1, awkward, "v", "w"), (2, awkward, "v", "w")]
     insert = sqlite_insert("t", COLUMNS, rows, {"team": awkward, "stamp": None})
     [(sql, parameters)] = insert.statements()
@@ -137,24 +137,24 @@ def test_values_sqlite_has_no_literal_for_are_bound_and_stored_as_they_are(awkwa
         assert parameters == ("v", "w", awkward, None, 1, awkward, 2, awkward)
     if isinstance(awkward, int):
         return  # sqlite3 cannot bind it either: the import fails on it as it did before
-    literal, plain, _sql = written_both_ways(rows, {"team": awkward, "stamp": None})
-    assert literal == plain
+    multi, plain, _sql = written_both_ways(rows, {"team": awkward, "stamp": None})
+    assert multi == plain
 
 
 def test_equal_values_of_different_types_are_not_taken_for_one_shared_value() -> None:
     rows = [(1, 1, 0, 1.0), (2, True, False, 1)]  # 1 == True == 1.0, yet stored differently
-    literal, bound, sql = written_both_ways(rows, {})
-    assert literal == bound
+    multi, plain, sql = written_both_ways(rows, {})
+    assert multi == plain
     assert set(values_in(sql).values()) == {"?1", "?2", "?3", "?4"}
 
 
 def test_a_single_row_or_a_batch_with_nothing_varying_binds_each_value_once() -> None:
-    literal, bound, sql = written_both_ways([(1, "a", None, 2.5)], {})
-    assert literal == bound
+    multi, plain, sql = written_both_ways([(1, "a", None, 2.5)], {})
+    assert multi == plain
     assert sql == "INSERT INTO t (a, b, c, d) VALUES (?1, ?2, ?3, ?4)"
-    literal, bound, sql = written_both_ways([(1, "a", None, 2.5)] * 3, {"team": 3, "stamp": "s"})
-    assert literal == bound
-    assert len(literal) == 3
+    multi, plain, sql = written_both_ways([(1, "a", None, 2.5)] * 3, {"team": 3, "stamp": "s"})
+    assert multi == plain
+    assert len(multi) == 3
     assert set(re.findall(r"\?\d+", sql)) == {"?1", "?2", "?3", "?4", "?5", "?6"}
 
 
@@ -162,12 +162,12 @@ def test_a_batch_is_split_into_statements_of_at_most_so_many_rows_kept_in_order(
     rows = [(i, f"name {i}", i % 2 == 0, None) for i in range(15)]
     insert = sqlite_insert("t", COLUMNS, rows, {"team": 3, "stamp": "s"})
     assert [sql.count("), (") + 1 for sql, _ in insert.statements(4)] == [4, 4, 4, 2, 1]
-    literal, bound = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
-    for db in (literal, bound):
+    multi, plain = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
+    for db in (multi, plain):
         db.execute(SCHEMA)
-    run(literal, insert, most_rows=4)
-    bound.executemany("INSERT INTO t (a, b, c, d, team, stamp) VALUES (?, ?, ?, ?, 3, 's')", rows)
-    assert stored(literal) == stored(bound)
+    run(multi, insert, most_rows=4)
+    plain.executemany("INSERT INTO t (a, b, c, d, team, stamp) VALUES (?, ?, ?, ?, 3, 's')", rows)
+    assert stored(multi) == stored(plain)
 
 
 def test_batches_of_any_size_share_a_dozen_statement_texts() -> None:
@@ -183,8 +183,8 @@ def test_batches_of_any_size_share_a_dozen_statement_texts() -> None:
 def test_a_long_value_every_row_shares_is_bound_once_not_repeated_in_the_text() -> None:
     note = "Met at the trade show; call back about the yearly plan. " * 20
     rows = [(i, note, "short", None) for i in range(1_024)]
-    literal, bound, sql = written_both_ways(rows, {})
-    assert literal == bound
+    multi, plain, sql = written_both_ways(rows, {})
+    assert multi == plain
     assert note not in sql
     [(_sql, parameters)] = sqlite_insert("t", COLUMNS, rows, {}).statements()
     assert parameters.count(note) == 1
