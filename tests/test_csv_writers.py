@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from voicecrm.crm.csv_plan import FIELDS, new_contact_values
+from voicecrm.crm.csv_plan import FIELDS, new_contact_fields, new_contact_values
 from voicecrm.crm.csv_rows import ContactRow
 from voicecrm.crm.csv_writers import (
     SQLITE_MAX_PARAMETERS,
     SqliteInsert,
-    new_contact_row,
     sqlite_insert,
 )
 
@@ -237,65 +236,107 @@ def test_a_shared_value_is_converted_for_the_driver_once_not_once_a_row() -> Non
     assert converted == [True, False]
 
 
+DEFAULTS = {
+    "name": None,
+    "company": None,
+    "type": "customer",
+    "caller_id_name": None,
+    "carrier": None,
+    "source": "import",
+    "responsible_user_id": None,
+    "rating": 0,
+    "status": "open",
+    "blocked": False,
+    "stage_id": None,
+    "custom_fields": {},
+}
+
+
 @pytest.mark.parametrize(
-    "row",
+    ("row", "given"),
     [
         (
-            1,
-            2,
-            "Jane Roe",
-            "Jane Roe",
-            (),
-            (("+14155550123", "415-555-0123", "mobile", "US", None),),
-            (),
-            (),
-            None,
-            (),
-        ),
-        (
-            2,
-            3,
-            "Acme",
-            None,
-            (("company", "Acme"),),
-            (),
-            (("a@acme.test", "work"),),
-            ("vip",),
-            None,
-            (),
-        ),
-        (
-            3,
-            4,
-            "Ann",
-            "Ann",
             (
-                ("company", "Co"),
-                ("type", "collaborator"),
-                ("caller_id_name", "ANN"),
-                ("status", "won"),
-                ("rating", 3),
-                ("blocked", True),
-                ("stage_id", 7),
-                ("responsible_user_id", 2),
-                ("source", "web"),
+                1,
+                2,
+                "Jane Roe",
+                "Jane Roe",
+                (),
+                (("+14155550123", "415-555-0123", "mobile", "US", None),),
+                (),
+                (),
+                None,
+                (),
             ),
-            (("+447700900123", "07700 900123", "work", "GB", "Vodafone"),),
-            (),
-            (),
-            '{"plan": "gold", "seats": 3}',
-            (("call back", "info", False),),
+            {"name": "Jane Roe"},
+        ),
+        (
+            (
+                2,
+                3,
+                "Acme",
+                None,
+                (("company", "Acme"),),
+                (),
+                (("a@acme.test", "work"),),
+                ("vip",),
+                None,
+                (),
+            ),
+            {"name": "Acme", "company": "Acme"},
+        ),
+        (
+            (
+                3,
+                4,
+                "Ann",
+                "Ann",
+                (
+                    ("company", "Co"),
+                    ("type", "collaborator"),
+                    ("caller_id_name", "ANN"),
+                    ("status", "won"),
+                    ("rating", 3),
+                    ("blocked", True),
+                    ("stage_id", 7),
+                    ("responsible_user_id", 2),
+                    ("source", "web"),
+                ),
+                (("+447700900123", "07700 900123", "work", "GB", "Vodafone"),),
+                (),
+                (),
+                '{"plan": "gold", "seats": 3}',
+                (("call back", "info", False),),
+            ),
+            {
+                "name": "Ann",
+                "company": "Co",
+                "type": "collaborator",
+                "caller_id_name": "ANN",
+                "carrier": "Vodafone",
+                "source": "web",
+                "responsible_user_id": 2,
+                "rating": 3,
+                "status": "won",
+                "blocked": True,
+                "stage_id": 7,
+                "custom_fields": {"plan": "gold", "seats": 3},
+            },
         ),
     ],
     ids=["phone-only", "company-without-name", "every-field"],
 )
-def test_a_new_contacts_table_row_holds_what_the_plan_decided_for_it(row: ContactRow) -> None:
-    """The row is built straight from the read row, not through the plan's dict of fields."""
+def test_a_new_contacts_table_row_holds_what_the_plan_decided_for_it(
+    row: ContactRow, given: dict[str, Any]
+) -> None:
+    """The table row (id, then FIELDS) is built straight from the read row; the plan's dict
+    of fields, for a contact other rows merge into, holds the same values."""
     values = new_contact_values(row)
+    assert values == {**DEFAULTS, **given}
     expected = (
         41,
         *(values[name] for name in FIELDS if name != "custom_fields"),
         json.dumps(values["custom_fields"]),
     )
     assert FIELDS[-1] == "custom_fields"
-    assert new_contact_row(41, row) == expected
+    assert (41, *new_contact_fields(row)) == expected

@@ -46,10 +46,10 @@ from voicecrm.crm.csv_lookups import CONTACTS, EMAILS, NOTES, PHONES, TAGS
 from voicecrm.crm.csv_plan import (
     EMAIL_COLUMNS,
     FIELDS,
-    NEW_CONTACT,
     PHONE_COLUMNS,
     BatchPlan,
     Target,
+    new_contact_fields,
 )
 from voicecrm.crm.csv_rows import ContactRow
 from voicecrm.crm.duplicates import duplicate_key
@@ -236,13 +236,14 @@ def sqlite_insert(
         shared.append(value)
         items.append(-len(shared))
     head = f"INSERT INTO {table} ({', '.join([*columns, *constants])}) VALUES "
-    varying = [
-        list(map(itemgetter(index), rows))
-        if convert is None
-        else list(map(convert, map(itemgetter(index), rows)))
-        for index, convert in ((index, converters[index]) for index in picked)
-    ]
+    varying = [_column(rows, index, converters[index]) for index in picked]
     return SqliteInsert(head, tuple(items), tuple(shared), varying, len(rows))
+
+
+def _column(rows: Sequence[tuple[Any, ...]], index: int, convert: Processor | None) -> list[Any]:
+    """Column `index` of `rows`, converted for the driver."""
+    values = map(itemgetter(index), rows)
+    return list(values if convert is None else map(convert, values))
 
 
 def _same(value: Any, other: Any) -> bool:
@@ -317,33 +318,6 @@ def _contact_values(values: Mapping[str, Any]) -> tuple[Any, ...]:
     return (*row[:_CUSTOM], json.dumps(custom) if custom else "{}", *row[_CUSTOM + 1 :])
 
 
-# A new contact's FIELDS where its row gives none; custom fields as JSON text.
-_NEW_ROW = tuple("{}" if name == "custom_fields" else NEW_CONTACT.get(name) for name in FIELDS)
-_AT = {name: index for index, name in enumerate(FIELDS)}
-_NAME, _CARRIER = _AT["name"], _AT["carrier"]
-
-
-def new_contact_row(contact_id: int, row: ContactRow) -> tuple[Any, ...]:
-    """The `contacts` row (id, then FIELDS) of the contact `row` creates.
-
-    `csv_plan.new_contact_values` as a table row, built straight from the row's
-    values: nearly every row of a large file creates a contact, and a dict of
-    every field for each, picked from afterwards, was work on the event loop for
-    nothing (its share was measured together with the column layout of
-    `sqlite_insert`, bench/README.md, session 8).
-    """
-    _row, _line, display_name, name, values, phones, _emails, _tags, custom, _notes = row
-    fields = list(_NEW_ROW)
-    fields[_NAME] = name or display_name
-    if phones:
-        fields[_CARRIER] = phones[0][4]
-    if custom:
-        fields[_CUSTOM] = custom
-    for field, value in values:
-        fields[_AT[field]] = value
-    return (contact_id, *fields)
-
-
 class _Rows:
     """The table rows of one batch, gathered contact by contact."""
 
@@ -357,7 +331,7 @@ class _Rows:
 
     def add_row(self, contact_id: int, row: ContactRow) -> None:
         """A contact created from `row` alone: its rows straight from the row's values."""
-        self.contacts.append(new_contact_row(contact_id, row))
+        self.contacts.append((contact_id, *new_contact_fields(row)))
         _row, _line, _display, _name, _values, phones, emails, tags, _custom, notes = row
         key = duplicate_key(not self.unique, contact_id)
         self.phones += [
