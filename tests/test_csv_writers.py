@@ -236,7 +236,7 @@ def test_a_shared_value_is_converted_for_the_driver_once_not_once_a_row() -> Non
     assert converted == [True, False]
 
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "name": None,
     "company": None,
     "type": "customer",
