@@ -917,7 +917,7 @@ async def test_a_first_pass_the_caller_already_ran_is_used_not_run_again(
     scans: list[int] = []
     real_scan = csv_records.scan
 
-    def counted_scan(*args: Any) -> tuple[list[str], int]:
+    def counted_scan(*args: Any) -> tuple[list[str], int, csv_records.Layout]:
         scans.append(1)
         return real_scan(*args)
 

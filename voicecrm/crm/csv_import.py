@@ -4,14 +4,16 @@ The job reads the file twice. The first pass (`check_file`) only decodes and
 splits it (about two seconds a million rows): a file that is not text in the
 given encoding, not CSV, or has no column naming, reaching or identifying a
 contact is refused then, before anything is written, and the row count it yields
-drives the progress display. A caller that ran it already (the background
-import route, to refuse a bad upload before it creates a job) passes its result
-on instead of reading the file a third time. The second pass imports, a batch of
-rows at a time:
+drives the progress display; it also notes the line each batch ends on. A caller
+that ran it already (the background import route, to refuse a bad upload before
+it creates a job) passes its result on instead of reading the file a third
+time. The second pass cuts the text into batches at those lines and imports
+them, a batch at a time:
 
-1. rows are read into contact fields, phone numbers parsed (`csv_rows`,
-   `csv_phones`), in worker processes while earlier batches are written, or on
-   the event loop for a small file (`csv_workers`);
+1. a batch's records are parsed and read into contact fields, phone numbers
+   parsed (`csv_records`, `csv_rows`, `csv_phones`), in worker processes while
+   earlier batches are written, or on the event loop for a small file
+   (`csv_workers`);
 2. two queries find the contacts that already own the batch's phone numbers
    (the `contact_phones (team_id, e164, duplicate_key)` index) and email addresses
    (`csv_lookups`); on PostgreSQL the planner's statistics for them are refreshed
@@ -61,7 +63,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import IO
@@ -75,7 +77,7 @@ from voicecrm.accounts.models import User
 from voicecrm.crm import csv_lookups, timeline
 from voicecrm.crm.csv_columns import ColumnPlan, plan_columns
 from voicecrm.crm.csv_plan import BatchPlan, Outcome, PlanSettings, Target
-from voicecrm.crm.csv_records import Records, scan
+from voicecrm.crm.csv_records import Blocks, Layout, scan
 from voicecrm.crm.csv_report import (
     DEFAULT_BATCH,
     MAX_REPORTED_ERRORS,
@@ -320,10 +322,12 @@ class _Job:
 
 @dataclass(frozen=True, slots=True)
 class CheckedFile:
-    """What the first pass found: what the columns mean, and how many data rows there are."""
+    """What the first pass found: what the columns mean, how many data rows there are,
+    and where the batches end (the options' batch size)."""
 
     columns: ColumnPlan
     rows: int
+    layout: Layout
 
 
 async def check_file(file: IO[bytes], options: ImportOptions) -> CheckedFile:
@@ -332,8 +336,10 @@ async def check_file(file: IO[bytes], options: ImportOptions) -> CheckedFile:
     Raises `InvalidCSV` for a file that cannot be read (undecodable text, no header,
     columns that name no field) before anything is written.
     """
-    header, total = await asyncio.to_thread(scan, file, options.encoding)
-    return CheckedFile(plan_columns(header, options.mapping), total)
+    header, total, layout = await asyncio.to_thread(
+        scan, file, options.encoding, options.batch_size
+    )
+    return CheckedFile(plan_columns(header, options.mapping), total, layout)
 
 
 async def import_contacts(
@@ -369,8 +375,9 @@ async def import_contacts(
         ignored_columns=list(plan.ignored),
     )
     job = _Job(database, actor, options, report, stage_names, with_notes=bool(plan.notes))
-    records = Records(file, options.encoding)
-    batches = read_batches(iter(records), context, options.workers, options.batch_size)
+    blocks = Blocks(file, options.encoding, checked.layout)
+    read = read_batches(iter(blocks), context, checked.layout.delimiter, options.workers)
+    batches = _counting_blanks(read, report)
     try:
         if options.dry_run:
             # One read-only transaction, never committed: the temporary table goes with it.
@@ -379,18 +386,16 @@ async def import_contacts(
                 await csv_lookups.create_dry_run_keys(conn)
                 async for rows in batches:
                     job.account(await job.dry_batch(conn, rows), len(rows), on_error)
-                    _progress(report, started, records, on_progress)
+                    _progress(report, started, on_progress)
         else:
-            await _write(
-                job, batches, on_error, lambda: _progress(report, started, records, on_progress)
-            )
+            await _write(job, batches, on_error, lambda: _progress(report, started, on_progress))
     finally:
         await batches.aclose()
-        records.detach()
+        await read.aclose()
+        blocks.detach()
     if not options.dry_run and report.created + report.updated >= STATISTICS_AFTER:
         async with database.transaction() as session:
             await refresh_statistics(await session.connection())
-    report.blank_rows = records.blank
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -472,10 +477,20 @@ def _stopped_at(rows: Sequence[ContactRow | RowError], report: ImportReport) -> 
     )
 
 
-def _progress(
-    report: ImportReport, started: float, records: Records, callback: ProgressCallback | None
-) -> None:
+async def _counting_blanks(
+    batches: AsyncIterator[tuple[list[ContactRow | RowError], int]], report: ImportReport
+) -> AsyncGenerator[list[ContactRow | RowError], None]:
+    """The batches' rows; their blank records counted in the report as they come.
+
+    A block of only blank lines (at the end of a file) gives no batch to write.
+    """
+    async for rows, blank in batches:
+        report.blank_rows += blank
+        if rows:
+            yield rows
+
+
+def _progress(report: ImportReport, started: float, callback: ProgressCallback | None) -> None:
     report.seconds = round(time.perf_counter() - started, 3)
-    report.blank_rows = records.blank
     if callback is not None:
         callback(report)

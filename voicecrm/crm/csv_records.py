@@ -1,9 +1,12 @@
 """Reading a contacts CSV file: its dialect, its header, and its records numbered.
 
-The file is read twice (see `csv_import`): `scan` is the first pass, which
-refuses a file that is not text in its encoding or not CSV before anything is
-written and counts its rows; `Records` then yields the records again for the
-import, with the data row number and the line each starts on.
+The file is read twice (see `csv_import`). `scan` is the first pass: it refuses a
+file that is not text in its encoding or not CSV before anything is written,
+counts its rows, and notes the line each batch of rows ends on (`Layout`). The
+second pass (`Blocks`) then cuts the file's text at those lines without parsing
+it, and each block is parsed where its rows are read (`parse_block`), in a worker
+process for a large file: splitting records and sending their cells across took
+the event loop a fifth of its time in an import, where a block is one string.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import codecs
 import csv
 import io
 from collections.abc import Callable, Iterator
-from itertools import chain
-from typing import IO, TypeVar
+from dataclasses import dataclass
+from itertools import chain, islice
+from typing import IO, NamedTuple, TypeVar
 
 from voicecrm.errors import InvalidCSV
 
@@ -33,6 +37,10 @@ def _dialect(first_line: str) -> type[csv.Dialect]:
     return Sniffed
 
 
+def _is_blank(cells: list[str]) -> bool:
+    return not any(cells) or "".join(cells).isspace()
+
+
 class Records:
     """The records of a CSV file after its header, numbered; counts empty lines."""
 
@@ -48,10 +56,12 @@ class Records:
             # What UTF-16 text without a byte-order mark looks like when it decodes.
             raise self._utf16()
         self._reader = csv.reader(chain([first], self._text), _dialect(first))
+        self.delimiter = self._reader.dialect.delimiter
         self.header = self._next_or_none() or []
         self.blank = 0
         self._row = 0
-        self._last_line = self._reader.line_num
+        # The line the last record read (or the header) ends on.
+        self.last_line = self._reader.line_num
 
     def _decoding(self, read: Callable[[], T]) -> T:
         try:
@@ -90,9 +100,9 @@ class Records:
         reader = self._reader
         try:
             for cells in reader:
-                line = self._last_line + 1
-                self._last_line = reader.line_num
-                if "".join(cells).isspace() or not any(cells):
+                line = self.last_line + 1
+                self.last_line = reader.line_num
+                if _is_blank(cells):
                     self.blank += 1
                     continue
                 self._row += 1
@@ -120,10 +130,91 @@ def _undecodable_line(file: IO[bytes], encoding: str) -> int:
     return number  # cut short in its last character
 
 
-def scan(file: IO[bytes], encoding: str) -> tuple[list[str], int]:
-    """The first pass: the header and the number of data rows, or `InvalidCSV`."""
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a file's batches of rows end, as the first pass found them.
+
+    Lines are the text's lines (`\n`, `\r\n` or `\r`), which is what the csv
+    module counts: a record with a line break in a quoted cell spans several.
+    """
+
+    delimiter: str
+    header_lines: int  # the lines the header record takes
+    batch_rows: int  # data rows in each block but the last
+    ends: tuple[int, ...]  # the last line of each full block's last record
+
+
+def scan(file: IO[bytes], encoding: str, batch_rows: int) -> tuple[list[str], int, Layout]:
+    """The first pass: the header, the number of data rows and the file's `Layout`
+    for blocks of `batch_rows` rows; or `InvalidCSV`."""
     records = Records(file, encoding)
+    header_lines = records.last_line
+    ends: list[int] = []
+    total = 0
     try:
-        return records.header, sum(1 for _ in records)
+        for total, _line, _cells in records:
+            if total % batch_rows == 0:
+                ends.append(records.last_line)
+        layout = Layout(records.delimiter, header_lines, batch_rows, tuple(ends))
+        return records.header, total, layout
     finally:
         records.detach()
+
+
+class Block(NamedTuple):
+    """A block of a file's text holding whole records: `Layout.batch_rows` data rows
+    (fewer in the last), the first of them data row `first_row`; the text starts on
+    line `first_line`, with any blank lines before that row."""
+
+    first_row: int
+    first_line: int
+    text: str
+
+
+class Blocks:
+    """The second pass: the file's text after its header, cut into `Block`s at the
+    lines the first pass noted, without parsing it."""
+
+    def __init__(self, file: IO[bytes], encoding: str, layout: Layout) -> None:
+        file.seek(0)
+        self._layout = layout
+        self._text = io.TextIOWrapper(file, encoding=encoding, newline="")
+
+    def __iter__(self) -> Iterator[Block]:
+        layout, text = self._layout, self._text
+        try:
+            line, first_row = layout.header_lines, 1
+            for _ in islice(text, line):
+                pass
+            for end in layout.ends:
+                yield Block(first_row, line + 1, "".join(islice(text, end - line)))
+                line, first_row = end, first_row + layout.batch_rows
+            if rest := "".join(text):
+                yield Block(first_row, line + 1, rest)
+        except UnicodeDecodeError:
+            # The first pass read it; only a file changed since then gets here.
+            raise InvalidCSV("the file changed while it was being imported") from None
+
+    def detach(self) -> None:
+        """Leave the underlying file open for its owner."""
+        self._text.detach()
+
+
+def parse_block(block: Block, delimiter: str) -> tuple[list[Record], int]:
+    """The records of a block, numbered as `Records` numbers them; and its blank records."""
+    first_row, first_line, text = block
+    reader = csv.reader(io.StringIO(text, newline=""), "excel", delimiter=delimiter)
+    records: list[Record] = []
+    blank = 0
+    before = 0  # the line the record before ended on, within the block
+    try:
+        for cells in reader:
+            line, before = first_line + before, reader.line_num
+            if _is_blank(cells):
+                blank += 1
+            else:
+                records.append((first_row + len(records), line, cells))
+    except csv.Error as err:
+        line = first_line + before
+        raise InvalidCSV(f"the file is not valid CSV at line {line}: {err}") from None
+    return records, blank

@@ -1,26 +1,29 @@
-"""Reading an import's rows (cells to contact fields, phone numbers parsed) off the writer's path.
+"""Reading an import's rows (CSV records parsed, cells to contact fields, phone numbers
+parsed) off the writer's path.
 
 Reading a row is nearly all of an import's Python work that does not touch the
 database, most of it parsing phone numbers. For a large file it runs in worker
 processes, several batches ahead of the batch being written, so that the writer
 only matches and writes; a small file is read on the event loop in short slices,
-as starting processes would cost more than it saves.
+as starting processes would cost more than it saves. A batch goes to a worker as
+its block of the file's text (`csv_records.Blocks`), one string, and is parsed
+there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from itertools import islice
 from multiprocessing import get_context
 
-from voicecrm.crm.csv_records import Record
+from voicecrm.crm.csv_records import Block, Record, parse_block
 from voicecrm.crm.csv_rows import ContactRow, RowContext, RowError, read_rows
 
 ReadRow = ContactRow | RowError
+# A block's rows read, and how many blank records it had.
+ReadBlock = tuple[list[ReadRow], int]
 
 # Below this size a file imports faster than worker processes start.
 WORKERS_FROM_BYTES = 8 * 1_048_576
@@ -34,66 +37,64 @@ def suggested_workers(size: int) -> int:
     return min(4, cores - 1) if size >= WORKERS_FROM_BYTES and cores > 1 else 0
 
 
-# A worker process reads rows for one import only; it gets the context once, at start.
-_process_context: RowContext | None = None
+# A worker process reads rows for one import only; it gets what it needs once, at start.
+_process_context: tuple[RowContext, str] | None = None
 
 
-def _init_worker_process(ctx: RowContext) -> None:
+def _init_worker_process(ctx: RowContext, delimiter: str) -> None:
     global _process_context
-    _process_context = ctx
+    _process_context = (ctx, delimiter)
 
 
-def _read_in_worker_process(records: bytes) -> list[ReadRow]:
+def _read_in_worker_process(block: Block) -> ReadBlock:
     assert _process_context is not None, "_init_worker_process was not run"
-    return read_rows(_process_context, pickle.loads(records))
+    context, delimiter = _process_context
+    records, blank = parse_block(block, delimiter)
+    return read_rows(context, records), blank
 
 
-def _worker_pool(workers: int, context: RowContext) -> ProcessPoolExecutor:
+def _worker_pool(workers: int, context: RowContext, delimiter: str) -> ProcessPoolExecutor:
     # "spawn": forking a process that runs database driver threads is not safe.
     return ProcessPoolExecutor(
         workers,
         mp_context=get_context("spawn"),
         initializer=_init_worker_process,
-        initargs=(context,),
+        initargs=(context, delimiter),
     )
 
 
-async def _read_inline(context: RowContext, chunk: list[Record]) -> list[ReadRow]:
+async def _read_inline(context: RowContext, records: list[Record]) -> list[ReadRow]:
     """Read rows on the loop in short slices, so that calls and requests still get served.
 
     Not in a thread: a thread parsing phone numbers holds the GIL for 5 ms at a time,
     and every database round trip of the batch being written would wait behind it.
     """
     rows: list[ReadRow] = []
-    for start in range(0, len(chunk), _INLINE_SLICE):
-        rows += read_rows(context, chunk[start : start + _INLINE_SLICE])
+    for start in range(0, len(records), _INLINE_SLICE):
+        rows += read_rows(context, records[start : start + _INLINE_SLICE])
         await asyncio.sleep(0)
     return rows
 
 
 async def read_batches(
-    records: Iterator[Record], context: RowContext, workers: int, size: int
-) -> AsyncGenerator[list[ReadRow], None]:
-    """Batches of read rows, in file order.
+    blocks: Iterator[Block], context: RowContext, delimiter: str, workers: int
+) -> AsyncGenerator[ReadBlock, None]:
+    """Each block's rows read, and its blank records, in file order.
 
-    With worker processes, `workers + 1` batches are read ahead while the database
-    writes (memory stays bounded by them); inline, each batch is read when wanted.
+    With worker processes, `workers + 1` blocks are read ahead while the database
+    writes (memory stays bounded by them); inline, each block is read when wanted.
     """
     if workers <= 0:
-        while chunk := list(islice(records, size)):
-            yield await _read_inline(context, chunk)
+        for block in blocks:
+            records, blank = parse_block(block, delimiter)
+            yield await _read_inline(context, records), blank
         return
     loop = asyncio.get_running_loop()
-    pending: list[asyncio.Future[list[ReadRow]]] = []
-    pool = _worker_pool(workers, context)
+    pending: list[asyncio.Future[ReadBlock]] = []
+    pool = _worker_pool(workers, context, delimiter)
     try:
-        while chunk := list(islice(records, size)):
-            # Pickled here rather than by the pool, so the chunk's lists are freed now,
-            # not kept until the batch comes back: lists that outlive a few collections
-            # reach the oldest generation and bring on the costly full collections.
-            payload = pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)
-            del chunk
-            pending.append(loop.run_in_executor(pool, _read_in_worker_process, payload))
+        for block in blocks:
+            pending.append(loop.run_in_executor(pool, _read_in_worker_process, block))
             if len(pending) > workers:
                 yield await pending.pop(0)
         while pending:
