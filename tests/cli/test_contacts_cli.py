@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gc
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import TeamWorld
+from voicecrm.cli import contacts_commands
 from voicecrm.cli.main import main
+from voicecrm.crm.csv_import import ImportReport
 from voicecrm.crm.models import Contact
 from voicecrm.storage import Database
 
@@ -53,6 +57,24 @@ def test_an_import_shows_progress_and_a_summary_and_exits_0(
     assert "3 created, 0 updated, 0 unchanged, 0 skipped, 0 failed" in out
     assert "columns not imported: Title, Job Title, Business City\n" in out
     assert names(database_url) == ["Ann B. Smith", "Bob Jones", "Widgets Ltd"]
+
+
+def test_an_import_runs_with_the_loaded_heap_frozen_and_unfreezes_it_after(
+    cli_env: TeamWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector's full passes skip what was loaded before the import (as the
+    service's do once it has started); the command leaves the process as it found it."""
+    real_import = contacts_commands.import_contacts
+    frozen_during: list[int] = []
+
+    async def watched(*args: Any, **kwargs: Any) -> ImportReport:
+        frozen_during.append(gc.get_freeze_count())
+        return await real_import(*args, **kwargs)
+
+    monkeypatch.setattr(contacts_commands, "import_contacts", watched)
+    assert main(["contacts", "import", str(FIXTURES / "outlook.csv")]) == 0
+    assert frozen_during[0] > 1_000  # the modules loaded, at least
+    assert gc.get_freeze_count() == 0
 
 
 def test_row_errors_are_printed_with_row_and_line_and_exit_1(
