@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import TeamWorld
 from voicecrm.cli import contacts_commands
 from voicecrm.cli.main import main
-from voicecrm.crm.csv_import import ImportReport
+from voicecrm.crm.csv_import import ImportReport, import_contacts
 from voicecrm.crm.models import Contact
 from voicecrm.storage import Database
 
@@ -64,7 +64,7 @@ def test_an_import_runs_with_the_loaded_heap_frozen_and_unfreezes_it_after(
 ) -> None:
     """The collector's full passes skip what was loaded before the import (as the
     service's do once it has started); the command leaves the process as it found it."""
-    real_import = contacts_commands.import_contacts
+    real_import = import_contacts
     frozen_during: list[int] = []
 
     async def watched(*args: Any, **kwargs: Any) -> ImportReport:
