@@ -29,7 +29,7 @@ from voicecrm.crm.models import Contact, Note, TimelineEvent
 from voicecrm.crm.notes import list_notes
 from voicecrm.crm.phones import NormalizedPhone, normalize_phone, strip_uri
 from voicecrm.crm.schemas import ContactCreate, ContactOut, EmailIn, PhoneIn
-from voicecrm.errors import InvalidCSV, InvalidPhoneNumber, PermissionDenied
+from voicecrm.errors import InvalidCSV, InvalidInput, InvalidPhoneNumber, PermissionDenied
 from voicecrm.storage import Database
 
 FIXTURES = Path(__file__).parent / "fixtures" / "csv"
@@ -782,6 +782,18 @@ async def test_a_header_without_rows_imports_nothing(database: Database, world: 
 
 
 # ----------------------------------------------------------------- progress and worker processes
+@pytest.mark.parametrize("batch_size", [0, -1, 20_001])
+async def test_a_batch_size_out_of_range_is_refused_before_the_file_is_read(
+    database: Database, world: TeamWorld, batch_size: int
+) -> None:
+    file = io.BytesIO(b"name,phone\nAda,+12125550199\n")
+    with pytest.raises(InvalidInput, match="batch_size must be between 1 and 20000"):
+        await csv_import.check_file(file, ImportOptions(batch_size=batch_size))
+    with pytest.raises(InvalidInput, match="batch_size must be between 1 and 20000"):
+        await run_import(database, world, "name,phone\nAda,+12125550199\n", batch_size=batch_size)
+    assert await all_contacts(database, world) == []
+
+
 async def test_progress_and_row_errors_are_reported_as_the_import_goes(
     database: Database, world: TeamWorld
 ) -> None:

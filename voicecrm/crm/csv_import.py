@@ -330,12 +330,18 @@ class CheckedFile:
     layout: Layout
 
 
+def _check_batch_size(options: ImportOptions) -> None:
+    if not 1 <= options.batch_size <= 20_000:
+        raise InvalidInput("batch_size must be between 1 and 20000", field="batch_size")
+
+
 async def check_file(file: IO[bytes], options: ImportOptions) -> CheckedFile:
     """The first pass over the file.
 
     Raises `InvalidCSV` for a file that cannot be read (undecodable text, no header,
     columns that name no field) before anything is written.
     """
+    _check_batch_size(options)
     header, total, layout = await asyncio.to_thread(
         scan, file, options.encoding, options.batch_size
     )
@@ -361,8 +367,7 @@ async def import_contacts(
     """
     options = options or ImportOptions()
     actor.require_admin()
-    if not 1 <= options.batch_size <= 20_000:
-        raise InvalidInput("batch_size must be between 1 and 20000", field="batch_size")
+    _check_batch_size(options)
     started = time.perf_counter()
     checked = checked or await check_file(file, options)
     plan, total = checked.columns, checked.rows
