@@ -142,6 +142,7 @@ class Layout:
     header_lines: int  # the lines the header record takes
     batch_rows: int  # data rows in each block but the last
     ends: tuple[int, ...]  # the last line of each full block's last record
+    size: int  # the file's bytes, to notice a file that changed before the second pass
 
 
 def scan(file: IO[bytes], encoding: str, batch_rows: int) -> tuple[list[str], int, Layout]:
@@ -155,7 +156,8 @@ def scan(file: IO[bytes], encoding: str, batch_rows: int) -> tuple[list[str], in
         for total, _line, _cells in records:
             if total % batch_rows == 0:
                 ends.append(records.last_line)
-        layout = Layout(records.delimiter, header_lines, batch_rows, tuple(ends))
+        size = file.seek(0, io.SEEK_END)
+        layout = Layout(records.delimiter, header_lines, batch_rows, tuple(ends), size)
         return records.header, total, layout
     finally:
         records.detach()
@@ -176,6 +178,10 @@ class Blocks:
     lines the first pass noted, without parsing it."""
 
     def __init__(self, file: IO[bytes], encoding: str, layout: Layout) -> None:
+        """Refuses, with `InvalidCSV`, a file whose size is no longer the one the first
+        pass read: cut at the lines noted then, its records could be cut in two."""
+        if file.seek(0, io.SEEK_END) != layout.size:
+            raise _changed()
         file.seek(0)
         self._layout = layout
         self._text = io.TextIOWrapper(file, encoding=encoding, newline="")
@@ -193,11 +199,15 @@ class Blocks:
                 yield Block(first_row, line + 1, rest)
         except UnicodeDecodeError:
             # The first pass read it; only a file changed since then gets here.
-            raise InvalidCSV("the file changed while it was being imported") from None
+            raise _changed() from None
 
     def detach(self) -> None:
         """Leave the underlying file open for its owner."""
         self._text.detach()
+
+
+def _changed() -> InvalidCSV:
+    return InvalidCSV("the file changed while it was being imported; import it again")
 
 
 def parse_block(block: Block, delimiter: str) -> tuple[list[Record], int]:
