@@ -25,16 +25,11 @@ T = TypeVar("T")
 Record = tuple[int, int, list[str]]  # data row number, line it starts on, cells
 
 
-def _dialect(first_line: str) -> type[csv.Dialect]:
+def _delimiter(first_line: str) -> str:
     """Comma, semicolon (spreadsheets in many European locales) or tab, from the header."""
     counts = {d: first_line.count(d) for d in (",", ";", "\t")}
     delimiter = max(counts, key=lambda d: (counts[d], d == ","))
-
-    class Sniffed(csv.excel):
-        pass
-
-    Sniffed.delimiter = delimiter if counts[delimiter] else ","
-    return Sniffed
+    return delimiter if counts[delimiter] else ","
 
 
 def _is_blank(cells: list[str]) -> bool:
@@ -55,8 +50,8 @@ class Records:
         if "\x00" in first:
             # What UTF-16 text without a byte-order mark looks like when it decodes.
             raise self._utf16()
-        self._reader = csv.reader(chain([first], self._text), _dialect(first))
-        self.delimiter = self._reader.dialect.delimiter
+        self.delimiter = _delimiter(first)
+        self._reader = csv.reader(chain([first], self._text), "excel", delimiter=self.delimiter)
         self.header = self._next_or_none() or []
         self.blank = 0
         self._row = 0
