@@ -12,6 +12,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from zoneinfo import available_timezones
 
 import phonenumbers
@@ -40,8 +41,15 @@ def check_region(region: str) -> str:
     return region
 
 
+@cache
+def _timezones() -> frozenset[str]:
+    """The IANA names this machine knows, read once: `available_timezones` walks the
+    whole zone directory each time, about 30 ms, which every team created paid."""
+    return frozenset(available_timezones())
+
+
 def check_timezone(tz: str) -> str:
-    if tz not in available_timezones():
+    if tz not in _timezones():
         raise InvalidInput(
             f"unknown timezone {tz!r}: use an IANA name such as Europe/Paris", field="timezone"
         )
