@@ -113,3 +113,21 @@ def test_the_command_line_is_parsed_without_importing_the_service() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_without_a_provider_configured_the_openai_client_is_never_imported() -> None:
+    """Importing `openai` takes most of a second: a service or `voicecrm simulate` with
+    no model and offline speech must not pay it at every start."""
+    probe = (
+        "import sys, voicecrm.app, voicecrm.cli.simulate_command\n"
+        "from voicecrm.agent.factory import language_model_from_settings\n"
+        "from voicecrm.speech.factory import speech_to_text, text_to_speech\n"
+        "assert language_model_from_settings(None, None) is None\n"
+        "speech_to_text('auto', base_url=None, api_key=None)\n"
+        "text_to_speech('auto', base_url=None, api_key=None)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'openai'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -21,8 +21,9 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from voicecrm.agent.factory import language_model_from_settings
-from voicecrm.agent.openai_llm import OPENAI_BASE_URL, OpenAILanguageModel
+from voicecrm.agent.openai_llm import OpenAILanguageModel
 from voicecrm.errors import ConfigurationError
+from voicecrm.integrations.openai_defaults import OPENAI_BASE_URL
 from voicecrm.scenarios.ports import (
     Completion,
     LanguageModel,

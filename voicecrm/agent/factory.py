@@ -7,16 +7,19 @@ that agent steps need one (`LanguageModelUnavailable`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from voicecrm.agent.openai_llm import (
+from voicecrm.errors import ConfigurationError
+from voicecrm.integrations.openai_defaults import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FIRST_TOKEN_TIMEOUT,
     DEFAULT_MAX_RETRIES,
     OPENAI_BASE_URL,
-    OpenAILanguageModel,
 )
-from voicecrm.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from voicecrm.agent.openai_llm import OpenAILanguageModel
 
 
 def language_model_from_settings(
@@ -48,6 +51,10 @@ def language_model_from_settings(
         raise ConfigurationError(
             "Language model retries must be zero or more and its timeouts positive."
         )
+    # Imported only now: the adapter imports `openai`, most of a second, which a
+    # service or command without a model configured never needs (openai_defaults).
+    from voicecrm.agent.openai_llm import OpenAILanguageModel
+
     return OpenAILanguageModel(
         base_url=base_url or OPENAI_BASE_URL,
         api_key=api_key,

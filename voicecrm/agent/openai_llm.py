@@ -37,6 +37,12 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
 )
 
+from voicecrm.integrations.openai_defaults import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FIRST_TOKEN_TIMEOUT,
+    DEFAULT_MAX_RETRIES,
+    OPENAI_BASE_URL,
+)
 from voicecrm.integrations.openai_errors import KEYLESS_PLACEHOLDER, OpenAIErrorText
 from voicecrm.scenarios.ports import (
     Completion,
@@ -47,10 +53,6 @@ from voicecrm.scenarios.ports import (
     ToolSpec,
 )
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MAX_RETRIES = 0
-DEFAULT_CONNECT_TIMEOUT = 3.0
-DEFAULT_FIRST_TOKEN_TIMEOUT = 5.0
 # Sent to servers that need no key (Ollama, vLLM without --api-key): the client
 # requires one and would otherwise read OPENAI_API_KEY from the environment.
 

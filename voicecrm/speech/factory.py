@@ -17,20 +17,22 @@ voice ("en-gb", "en-us+f3") and has no model to choose.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from voicecrm.errors import ConfigurationError
-from voicecrm.speech.cache import DEFAULT_CACHE_BYTES, CachingTextToSpeech
-from voicecrm.speech.espeak_tts import EspeakTextToSpeech
-from voicecrm.speech.openai_speech import (
+from voicecrm.integrations.openai_defaults import (
     DEFAULT_SPEECH_MODEL,
     DEFAULT_TRANSCRIPTION_MODEL,
     DEFAULT_VOICE,
     OPENAI_BASE_URL,
-    OpenAISpeechToText,
-    OpenAITextToSpeech,
 )
+from voicecrm.speech.cache import DEFAULT_CACHE_BYTES, CachingTextToSpeech
+from voicecrm.speech.espeak_tts import EspeakTextToSpeech
 from voicecrm.speech.pocketsphinx_stt import PocketSphinxSpeechToText
+
+if TYPE_CHECKING:
+    from voicecrm.speech.openai_speech import OpenAISpeechToText
 
 PROVIDERS = ("auto", "openai", "offline")
 
@@ -46,6 +48,9 @@ def speech_to_text(
     choice, base_url, api_key = _resolve(provider, base_url, api_key, "speech-to-text")
     if choice == "offline":
         return PocketSphinxSpeechToText()
+    # Imported only when chosen: it imports `openai`, most of a second (openai_defaults).
+    from voicecrm.speech.openai_speech import OpenAISpeechToText
+
     return OpenAISpeechToText(
         base_url=base_url or OPENAI_BASE_URL,
         api_key=api_key,
@@ -74,6 +79,8 @@ def text_to_speech(
     if choice == "offline":
         offline_voice = _clean(voice) if _clean(provider).lower() == "offline" else None
         return CachingTextToSpeech(EspeakTextToSpeech(voice=offline_voice), max_bytes=cache_bytes)
+    from voicecrm.speech.openai_speech import OpenAITextToSpeech
+
     inner = OpenAITextToSpeech(
         base_url=base_url or OPENAI_BASE_URL,
         api_key=api_key,

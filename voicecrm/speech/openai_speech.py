@@ -29,19 +29,21 @@ from urllib.parse import urlsplit
 import httpx2
 import openai
 
+from voicecrm.integrations.openai_defaults import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_SPEECH_MODEL,
+    DEFAULT_TRANSCRIPTION_MODEL,
+    DEFAULT_VOICE,
+    OPENAI_BASE_URL,
+)
 from voicecrm.integrations.openai_errors import KEYLESS_PLACEHOLDER, OpenAIErrorText
 from voicecrm.voice.ports import PcmAudio, SpeechProviderError, Transcript
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
-DEFAULT_SPEECH_MODEL = "gpt-4o-mini-tts"
-DEFAULT_VOICE = "alloy"
 # What `response_format="pcm"` means in the OpenAI API: 24 kHz, 16-bit little-endian, mono.
 SPEECH_SAMPLE_RATE = 24000
 DEFAULT_TRANSCRIPTION_TIMEOUT = 10.0
 DEFAULT_SPEECH_TIMEOUT = 10.0
-DEFAULT_CONNECT_TIMEOUT = 3.0
-DEFAULT_MAX_RETRIES = 0
 # Sent to servers that need no key: the client requires one and would otherwise
 # read OPENAI_API_KEY from the environment.
 # Whisper-style prompts are cut at a couple of hundred tokens; a longer prompt
