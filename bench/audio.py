@@ -44,7 +44,7 @@ from importlib.metadata import version
 
 import numpy as np
 
-from bench.report import progress
+from bench.report import progress, steal_ticks
 from bench.stats import Distribution
 from voicecrm.audio.codec import pcm16_to_ulaw, ulaw_to_pcm16
 from voicecrm.audio.frames import (
@@ -587,20 +587,6 @@ def cpu_pressure_us() -> int | None:
         return None
     fields = dict(item.split("=", 1) for item in some[1:])
     return int(fields["total"]) if "total" in fields else None
-
-
-def steal_ticks() -> int | None:
-    """Clock ticks the hypervisor has taken from this VM's CPUs (`/proc/stat`), or None.
-
-    On a virtual machine a stalled call may be nobody's fault on the machine at
-    all: the host ran something else. PSI does not see that; steal time does.
-    """
-    try:
-        with open("/proc/stat") as stat:
-            fields = stat.readline().split()
-    except OSError:
-        return None
-    return int(fields[8]) if fields[:1] == ["cpu"] and len(fields) > 8 else None
 
 
 def peak_rss_mib() -> float:

@@ -16,8 +16,9 @@ rows report their own peak as `worker_peak_rss`. `cpu_per_row` (and
 `worker_cpu_per_row`) is the CPU time each row took, which unlike rows per second
 does not depend much on what else the machine is running; `import_cpu_per_row`
 counts the import process's CPU during the import only (not starting Python and
-migrating); `load_average` says how busy it was. The database server's own CPU
-(PostgreSQL) is in none of them.
+migrating); `load_average` says how busy it was, and `cpu_steal` how much of the
+machine's CPU time its virtual machine's host gave to other guests during the
+import (Linux). The database server's own CPU (PostgreSQL) is in none of them.
 
 Prints one `csv_import.<metric>: <value> <unit>` line per figure, per engine as
 `csv_import.<engine>[.at_<rows>].<figure>`; bench/importer.py reads these lines,
@@ -95,6 +96,7 @@ async def _team(url: str) -> Any:
 
 
 async def child_import(csv_path: Path, url: str, workers: int, batch: int) -> dict[str, Any]:
+    from bench.report import steal_ticks  # a child has the repository on its path
     from voicecrm.crm.csv_import import ImportOptions, import_contacts
 
     database, actor = await _team(url)
@@ -104,15 +106,28 @@ async def child_import(csv_path: Path, url: str, workers: int, batch: int) -> di
     try:
         started = time.perf_counter()
         cpu_before = time.process_time()
+        stolen = steal_ticks()
         with csv_path.open("rb") as file:
             options = ImportOptions(workers=workers, batch_size=batch)
             report = await import_contacts(database, actor, file, options)
         seconds = time.perf_counter() - started
         import_cpu = time.process_time() - cpu_before
+        steal = _steal_percent(steal_ticks(), stolen, seconds)
     finally:
         await database.close()
     counts = report.model_dump(include={"rows", "created", "updated", "unchanged", "failed"})
-    return {**counts, "seconds": seconds, "import_cpu": import_cpu, **_peaks()}
+    return {**counts, "seconds": seconds, "import_cpu": import_cpu, "steal": steal, **_peaks()}
+
+
+def _steal_percent(ticks: int | None, since: int | None, seconds: float) -> float | None:
+    """The share of the machine's CPU time its virtual machine's host gave to other guests.
+
+    On a shared host the same import takes a third more CPU time a row in some
+    hours than in others (bench/README.md, session 10); steal says which hour it was.
+    """
+    if ticks is None or since is None or seconds <= 0:
+        return None
+    return 100 * (ticks - since) / (os.sysconf("SC_CLK_TCK") * seconds * (os.cpu_count() or 1))
 
 
 async def child_export(url: str) -> dict[str, Any]:
@@ -211,6 +226,8 @@ def bench_engine(
         emit(f"{prefix}.import_cpu_per_row", result["import_cpu"] / result["rows"] * 1e6, "us")
         if args.workers:
             emit(f"{prefix}.worker_cpu_per_row", result["worker_cpu"] / result["rows"] * 1e6, "us")
+        if result["steal"] is not None:
+            emit(f"{prefix}.cpu_steal", result["steal"], "% (of the machine's CPU time)")
         for count in ("created", "updated", "unchanged", "failed"):
             emit(f"{prefix}.{count}", result[count], "rows")
         exported = run_child("export", url)

@@ -123,3 +123,17 @@ def machine_lines() -> list[str]:
         f"aiosqlite {_distribution('aiosqlite')}, asyncpg {_distribution('asyncpg')}, "
         f"phonenumbers {_distribution('phonenumbers')}",
     ]
+
+
+def steal_ticks() -> int | None:
+    """Clock ticks the hypervisor has taken from this VM's CPUs (`/proc/stat`), or None.
+
+    On a virtual machine a stalled call may be nobody's fault on the machine at
+    all: the host ran something else. PSI does not see that; steal time does.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    return int(fields[8]) if fields[:1] == ["cpu"] and len(fields) > 8 else None
