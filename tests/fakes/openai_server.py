@@ -52,6 +52,8 @@ class Reply:
     `audio` is what /v1/audio/speech streams back; `audio_chunks` are the sizes of
     its first pieces (odd sizes split samples, as real servers do), and whatever
     remains follows in one last piece.
+    `path`: only a request to this endpoint takes the reply, for requests that may
+    come in either order (a voicemail transcribed while the goodbye is spoken).
     """
 
     text: str = ""
@@ -70,6 +72,7 @@ class Reply:
     stall_after: int = 0
     audio: bytes = b""
     audio_chunks: Sequence[int] = ()
+    path: str | None = None
 
     @classmethod
     def http_error(
@@ -129,7 +132,8 @@ def _deltas(reply: Reply) -> list[dict[str, Any]]:
 
 
 class FakeOpenAI:
-    """The server's state: `script` is consumed in order by every endpoint;
+    """The server's state: `script` is consumed in order by every endpoint (a reply
+    with a `path` only by that one);
     `requests`, `headers` and `paths` (which endpoint each request went to) fill up."""
 
     def __init__(self) -> None:
@@ -139,6 +143,7 @@ class FakeOpenAI:
         self.paths: list[str] = []
         self.base_url = ""
         self._stalled: list[Reply] = []
+        self._arrived = asyncio.Condition()
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self._chat_completions)
         self.app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
@@ -150,14 +155,24 @@ class FakeOpenAI:
             if reply.stall is not None:
                 reply.stall.set()
 
+    async def requested(self, path: str, times: int = 1) -> None:
+        """Returns once `path` has been requested `times` times."""
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: self.paths.count(path) >= times)
+
     async def _next_reply(self, request: web.Request, body: dict[str, Any]) -> Reply | web.Response:
         """Record the request and take the next scripted reply, or answer its HTTP error."""
         self.requests.append(body)
         self.headers.append(dict(request.headers))
         self.paths.append(request.path)
-        if not self.script:
+        async with self._arrived:
+            self._arrived.notify_all()
+        taken = next(
+            (i for i, reply in enumerate(self.script) if reply.path in (None, request.path)), None
+        )
+        if taken is None:
             return web.json_response({"error": {"message": "fake: no reply scripted"}}, status=500)
-        reply = self.script.pop(0)
+        reply = self.script.pop(taken)
         if reply.stall is not None:
             self._stalled.append(reply)
         if reply.stall is not None and reply.stall_after == 0:
