@@ -14,14 +14,14 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from tests.ari.conftest import finished, speech
+from tests.ari.conftest import CALL_TIMEOUT, finished, speech
 from tests.ari.test_stasis import settings
 from tests.conftest import TeamWorld
 from tests.fakes.fake_asterisk import FakeAsterisk, fake_asterisk
 from tests.fakes.openai_server import FakeOpenAI, Reply, openai_server
 from tests.speech_audio import InstantSpeech, ScriptedTranscriber, tone
 from voicecrm.audio.codec import rms, ulaw_to_pcm16
-from voicecrm.calls.interface import CallInfo, Direction, InputKind, Recording
+from voicecrm.calls.interface import CallInfo, Direction, InputKind
 from voicecrm.crm import timeline
 from voicecrm.crm.models import CallRecord
 from voicecrm.crm.timeline import TimelineEntry
@@ -65,7 +65,7 @@ async def test_a_voicemail_is_recorded_by_asterisk_and_served_by_the_api(
 ) -> None:
     openai_server.script += [
         speech(0.3),  # "Please leave a message."
-        Reply(text="Please call me back about the boiler."),  # the message's transcript
+        Reply(text="Please call me back about the boiler.", path="/v1/audio/transcriptions"),
         speech(0.3),  # "Thanks, goodbye."
     ]
     channel_id = await fake_asterisk.inject_call("+14155550130", VOICEMAIL_NUMBER)
@@ -94,6 +94,37 @@ async def test_a_voicemail_is_recorded_by_asterisk_and_served_by_the_api(
     adds = [r for r in fake_asterisk.requests if r.path.endswith("/addChannel")]
     assert [a.query["channel"] for a in adds][-1] == channel_id  # back with the receptionist
     assert not openai_server.script  # the goodbye was said after the message
+
+
+async def test_the_goodbye_is_not_held_back_while_the_message_is_transcribed(
+    service: AriApplication,
+    fake_asterisk: FakeAsterisk,
+    database: Database,
+    openai_server: FakeOpenAI,
+) -> None:
+    transcribed = asyncio.Event()
+    openai_server.script += [
+        speech(0.3),  # "Please leave a message."
+        Reply(text="Boiler again.", path="/v1/audio/transcriptions", stall=transcribed),
+        speech(0.3),  # "Thanks, goodbye."
+    ]
+    channel_id = await fake_asterisk.inject_call("+14155550133", VOICEMAIL_NUMBER)
+    await recording_started(fake_asterisk, channel_id)
+    await fake_asterisk.press(channel_id, "#")
+    async with asyncio.timeout(CALL_TIMEOUT):
+        # The goodbye is asked for while the transcript cannot have come back (stalled).
+        await openai_server.requested("/v1/audio/speech", times=2)
+        await openai_server.requested("/v1/audio/transcriptions")
+    transcribed.set()
+    await finished(service)
+
+    voicemail = await the_voicemail(database)
+    assert voicemail.data["transcript"] == "Boiler again."
+    async with database.transaction(read_only=True) as session:
+        record = (await session.scalars(select(CallRecord))).one()
+    said = [(line["speaker"], line["text"]) for line in record.state["transcript"]]
+    assert ("caller", "Boiler again.") in said  # the words, where "[voicemail]" stood
+    assert [speaker for speaker, _text in said][-2:] == ["caller", "agent"]  # then the goodbye
 
 
 async def test_a_caller_hanging_up_mid_message_leaves_the_partial_voicemail(
@@ -178,8 +209,12 @@ async def test_while_the_carrier_records_the_listener_neither_hears_nor_keeps_ke
         after = await call.gather(
             prompt=None, inputs=frozenset({InputKind.SPEECH, InputKind.DTMF}), input_timeout=0.5
         )
-    assert recording == Recording(
-        url="/api/v1/recordings/asterisk-x-1.wav", duration_seconds=1.0, transcript="call me back"
+        assert recording is not None
+        words = await recording.words()
+    assert (recording.url, recording.duration_seconds, words) == (
+        "/api/v1/recordings/asterisk-x-1.wav",
+        1.0,
+        "call me back",
     )
     assert carrier.asked == [(20, True, "#")]  # the carrier beeps, not the service
     assert after.empty  # neither the message nor its key answered the next question

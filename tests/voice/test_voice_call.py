@@ -30,6 +30,7 @@ from voicecrm.telephony.simulator.audio_line import (
     WaitForTurn,
 )
 from voicecrm.voice.call import VoiceCall
+from voicecrm.voice.ports import PcmAudio, SpeechProviderError, Transcript
 from voicecrm.voice.settings import VoiceSettings
 
 INFO = CallInfo(
@@ -204,12 +205,35 @@ async def test_voicemail_records_after_the_beep_until_the_caller_stops() -> None
     )
     async with call:
         recording = await call.record(max_seconds=30)
-    assert recording is not None
-    assert recording.transcript == "please call me back about my order"
+        assert recording is not None
+        words = await recording.words()
+    assert words == "please call me back about my order"
     assert len(message) / 16000 < recording.duration_seconds < len(message) / 16000 + 1.5
     assert len(voiced_ticks(line)) >= 14  # the 300 ms beep went out first
     (audio,) = stt.heard  # the recording itself was transcribed
     assert round(audio.seconds, 1) == recording.duration_seconds
+
+
+class DownTranscriber(ScriptedTranscriber):
+    async def transcribe(
+        self, audio: PcmAudio, *, language: str, hints: tuple[str, ...] = ()
+    ) -> Transcript:
+        self.heard.append(audio)
+        raise SpeechProviderError("the recogniser is down")
+
+
+@needs_espeak
+async def test_a_voicemail_the_recogniser_fails_on_is_kept_without_words() -> None:
+    line = EmulatedLine(
+        INFO, [WaitForTurn(quiet_seconds=0.2), Speak(spoken("call me")), Silence(5)], tick=TICK
+    )
+    stt = DownTranscriber()
+    async with VoiceCall(line, stt=stt, tts=InstantSpeech()) as call:
+        recording = await call.record(max_seconds=30)
+        assert recording is not None
+        words = await recording.words()
+    assert words is None
+    assert recording.duration_seconds > 0 and len(stt.heard) == 1  # it was tried, once
 
 
 async def test_voicemail_with_nothing_said_is_none() -> None:

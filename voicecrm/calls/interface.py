@@ -10,7 +10,7 @@ stop the flow wherever it is.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -105,9 +105,22 @@ class Spoken:
 
 @dataclass(frozen=True, slots=True)
 class Recording:
+    """A voicemail. Its words may still be on their way when the recording is handed
+    over: transcribing a message takes seconds, which the caller would otherwise
+    spend in silence before hearing goodbye. `pending_transcript` then gives them
+    (None when there are none, or the provider failed); the call that made it owns
+    that work and settles it by the time the call is closed."""
+
     url: str
     duration_seconds: float
     transcript: str | None = None
+    pending_transcript: Awaitable[str | None] | None = None
+
+    async def words(self) -> str | None:
+        """The transcript, once it is known."""
+        if self.pending_transcript is None:
+            return self.transcript
+        return await self.pending_transcript
 
 
 class Call(Protocol):

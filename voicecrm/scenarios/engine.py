@@ -9,10 +9,11 @@ Loops are bounded by the scenario's `max_steps` and `max_duration_seconds`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time as monotonic_time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -64,6 +65,7 @@ class Engine:
         self.state = CallState(scenario=scenario.name, step=scenario.first_step)
         self.step_seconds: list[float] = []  # engine time per step, for the benchmark
         self.agent_overhead: list[float] = []  # agent turn time minus model time
+        self._later: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------- lifecycle
     def new_state(self, *, call_id: int | None = None, contact_id: int | None = None) -> CallState:
@@ -76,7 +78,33 @@ class Engine:
         )
 
     async def run(self, state: CallState, *, answer: GatherResult | None = None) -> CallState:
-        """Run until the call ends or suspends; returns the state to save."""
+        """Run until the call ends or suspends; returns the state to save.
+
+        What steps left to finish off the call's path (`after`) is done before it
+        returns, so that the state and the timeline have it.
+        """
+        try:
+            return await self._run_steps(state, answer)
+        finally:
+            await self._settle()
+
+    def after(self, work: Coroutine[Any, Any, None]) -> None:
+        """Finish `work` while the call goes on: a voicemail's words take seconds to
+        transcribe, which the caller would otherwise wait through in silence before
+        the goodbye. `run` awaits it before it returns."""
+        self._later.append(asyncio.create_task(work))
+
+    async def _settle(self) -> None:
+        later, self._later = self._later, []
+        for outcome in await asyncio.gather(*later, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.error(
+                    "work left by a step of %s failed after the call",
+                    self.scenario.name,
+                    exc_info=outcome,
+                )
+
+    async def _run_steps(self, state: CallState, answer: GatherResult | None) -> CallState:
         self.state = state
         if not state.started_at:
             state.started_at = self.clock().isoformat()
@@ -255,9 +283,11 @@ class Engine:
             self.state.say("agent", spoken.heard, self.clock())
         return spoken
 
-    def heard(self, text: str) -> None:
+    def heard(self, text: str) -> dict[str, str] | None:
+        """Add the caller's words to the transcript; the line, for words known later."""
         if text:
-            self.state.say("caller", text, self.clock())
+            return self.state.say("caller", text, self.clock())
+        return None
 
     def take_pending_input(self) -> GatherResult | None:
         pending = self.state.pending_input

@@ -38,8 +38,10 @@ class CallState:
     def finished(self) -> bool:
         return self.outcome is not None
 
-    def say(self, speaker: str, text: str, at: datetime) -> None:
-        self.transcript.append({"speaker": speaker, "text": text, "at": at.isoformat()})
+    def say(self, speaker: str, text: str, at: datetime) -> dict[str, str]:
+        line = {"speaker": speaker, "text": text, "at": at.isoformat()}
+        self.transcript.append(line)
+        return line
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

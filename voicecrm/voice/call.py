@@ -40,7 +40,6 @@ from voicecrm.voice.listener import Closed, DigitPressed, InboxItem, Listener, T
 from voicecrm.voice.playback import Playback
 from voicecrm.voice.ports import (
     CarrierRecorder,
-    CarrierRecording,
     PcmAudio,
     RecordingSink,
     SpeechProviderError,
@@ -96,6 +95,7 @@ class VoiceCall:
         self._language = language
         self._clock = clock
         self._on_turn = on_turn
+        self._transcribing: set[asyncio.Task[str | None]] = set()
         self._listener = Listener(
             line,
             vad or WebRtcVad(self.settings.vad_aggressiveness),
@@ -125,6 +125,10 @@ class VoiceCall:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
+        # Voicemail transcripts nobody waited for: the call is over, so is their use.
+        for task in self._transcribing:
+            task.cancel()
+        await asyncio.gather(*self._transcribing, return_exceptions=True)
 
     @property
     def info(self) -> CallInfo:
@@ -333,7 +337,6 @@ class VoiceCall:
         if not spoke:
             return None
         audio = PcmAudio(b"".join(captured), SAMPLE_RATE)
-        transcript = await self._stt.transcribe(audio, language=self._language)
         url = f"voicecrm://recordings/{self.info.call_id}"  # not kept: no store configured
         if self._recordings is not None:
             url = await self._recordings.save(
@@ -342,7 +345,7 @@ class VoiceCall:
         return Recording(
             url=url,
             duration_seconds=round(audio.seconds, 1),
-            transcript=transcript.text.strip() or None,
+            pending_transcript=self._transcribe_later(audio),
         )
 
     async def _carrier_record(
@@ -358,16 +361,23 @@ class VoiceCall:
         return Recording(
             url=made.url,
             duration_seconds=round(made.seconds, 1),
-            transcript=await self._transcript_of(made),
+            # None when the carrier's audio was not fetched: the message is kept all the same.
+            pending_transcript=self._transcribe_later(made.audio)
+            if made.audio is not None and made.audio.pcm
+            else None,
         )
 
-    async def _transcript_of(self, made: CarrierRecording) -> str | None:
-        """The message's words; none when its audio was not fetched, or the speech
-        provider failed (the message itself is kept either way)."""
-        if made.audio is None or not made.audio.pcm:
-            return None
+    def _transcribe_later(self, audio: PcmAudio) -> asyncio.Task[str | None]:
+        """The message's words, worked out while the call goes on (`Recording`)."""
+        task = asyncio.create_task(self._message_words(audio), name="voicemail-transcript")
+        self._transcribing.add(task)
+        task.add_done_callback(self._transcribing.discard)
+        return task
+
+    async def _message_words(self, audio: PcmAudio) -> str | None:
+        """None when the speech provider failed: the message itself is kept either way."""
         try:
-            transcript = await self._stt.transcribe(made.audio, language=self._language)
+            transcript = await self._stt.transcribe(audio, language=self._language)
         except SpeechProviderError as error:
             log.warning("call %s: the voicemail was not transcribed: %s", self.info.call_id, error)
             return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from voicecrm.calls.interface import TransferStatus
+from voicecrm.calls.interface import Recording, TransferStatus
 from voicecrm.scenarios import models as m
 from voicecrm.scenarios.engine import END, NEXT, Engine, StepFailed
 from voicecrm.scenarios.ports import HttpResult, ProviderError
@@ -62,8 +62,31 @@ async def voicemail(engine: Engine, name: str, step: m.VoicemailStep) -> str:
     if recording is None:
         engine.state.variables["voicemail"] = ""
         return NEXT
-    engine.heard(recording.transcript or "[voicemail]")
+    line = engine.heard(recording.transcript or "[voicemail]")
     engine.state.variables["voicemail"] = recording.url
-    await engine.crm.save_voicemail(await engine.contact_id(), engine.state.call_id, recording)
+    contact_id = await engine.contact_id()
+    if recording.pending_transcript is None:
+        await engine.crm.save_voicemail(contact_id, engine.state.call_id, recording)
+    else:
+        # The caller hears the next step now; the message lands once it is transcribed.
+        engine.after(_save_transcribed(engine, contact_id, recording, line))
     engine.contact_changed()
     return NEXT
+
+
+async def _save_transcribed(
+    engine: Engine, contact_id: int, recording: Recording, line: dict[str, str] | None
+) -> None:
+    """Save a voicemail with its words, in the call's transcript and on the timeline.
+
+    Saved without them if the service stops meanwhile: the message is never lost.
+    """
+    try:
+        words = await recording.words()
+    except asyncio.CancelledError:
+        await engine.crm.save_voicemail(contact_id, engine.state.call_id, recording)
+        raise
+    if words and line is not None:
+        line["text"] = words
+    transcribed = Recording(recording.url, recording.duration_seconds, transcript=words)
+    await engine.crm.save_voicemail(contact_id, engine.state.call_id, transcribed)
