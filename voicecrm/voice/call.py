@@ -126,9 +126,10 @@ class VoiceCall:
                 await self._reader
             self._reader = None
         # Voicemail transcripts nobody waited for: the call is over, so is their use.
-        for task in self._transcribing:
+        unfinished = list(self._transcribing)
+        for task in unfinished:
             task.cancel()
-        await asyncio.gather(*self._transcribing, return_exceptions=True)
+        await asyncio.gather(*unfinished, return_exceptions=True)
 
     @property
     def info(self) -> CallInfo:
