@@ -200,18 +200,56 @@ async def test_sentences_stream_into_speech_without_gaps() -> None:
 async def test_voicemail_records_after_the_beep_until_the_caller_stops() -> None:
     message = spoken("please call me back about my order")
     line, call, _tts, stt = make_call(
-        [WaitForTurn(quiet_seconds=0.2), Speak(message), Silence(5)],
+        [WaitForTurn(quiet_seconds=0.2), Speak(message), Silence(8)],
         answers=["please call me back about my order"],
     )
     async with call:
         recording = await call.record(max_seconds=30)
         assert recording is not None
         words = await recording.words()
+        await call.say("Thanks, goodbye.")  # ended by the silence: the caller is still there
     assert words == "please call me back about my order"
     assert len(message) / 16000 < recording.duration_seconds < len(message) / 16000 + 1.5
     assert len(voiced_ticks(line)) >= 14  # the 300 ms beep went out first
     (audio,) = stt.heard  # the recording itself was transcribed
     assert round(audio.seconds, 1) == recording.duration_seconds
+
+
+@needs_espeak
+async def test_a_pause_is_part_of_the_voicemail_and_only_a_long_silence_ends_it() -> None:
+    first, second = spoken("this is Jane"), spoken("about my order")
+    line, call, _tts, stt = make_call(
+        [WaitForTurn(quiet_seconds=0.2), Speak(first), Silence(2), Speak(second), Silence(30)],
+        answers=["this is jane about my order"],
+    )
+    async with call:
+        recording = await call.record(max_seconds=60)
+        assert recording is not None
+        frames_when_ended = line.ticks
+        words = await recording.words()
+    said = (len(first) + len(second)) / 16000 + 2
+    assert said < recording.duration_seconds < said + 1.5  # the closing silence is not kept
+    assert frames_when_ended * 0.02 < said + 8  # five seconds of silence ended it, not the line
+    assert words == "this is jane about my order"
+    (audio,) = stt.heard  # one message, both utterances
+    assert round(audio.seconds, 1) == recording.duration_seconds
+
+
+@needs_espeak
+async def test_a_caller_hanging_up_after_the_message_keeps_it() -> None:
+    message = spoken("please call me back")
+    _line, call, _tts, _stt = make_call(
+        [WaitForTurn(quiet_seconds=0.2), Speak(message), Silence(1)],
+        answers=["please call me back"],
+    )
+    async with call:
+        recording = await call.record(max_seconds=60)
+        assert recording is not None
+        words = await recording.words()
+        with pytest.raises(CallEnded):
+            await call.say("Thanks, goodbye.")
+    assert words == "please call me back"
+    assert len(message) / 16000 < recording.duration_seconds < len(message) / 16000 + 1.5
 
 
 class DownTranscriber(ScriptedTranscriber):

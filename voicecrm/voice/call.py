@@ -21,7 +21,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from types import TracebackType
 
 from voicecrm.audio.codec import pcm16_to_ulaw
-from voicecrm.audio.frames import PCM_FRAME_BYTES, SAMPLE_RATE
+from voicecrm.audio.frames import FRAME_MS, PCM_FRAME_BYTES, SAMPLE_RATE, frames_for
 from voicecrm.audio.turns import SpeechDiscarded, SpeechEnded, SpeechStarted
 from voicecrm.audio.vad import VoiceActivityDetector, WebRtcVad
 from voicecrm.calls.interface import (
@@ -56,6 +56,10 @@ _BEEP_FRAMES = 15  # 300 ms
 
 async def _one(text: str) -> AsyncIterator[str]:
     yield text
+
+
+def _seconds(frames: int) -> float:
+    return max(1, frames) * FRAME_MS / 1000
 
 
 def _beep() -> list[bytes]:
@@ -301,7 +305,9 @@ class VoiceCall:
     async def record(
         self, *, max_seconds: float, beep: bool = True, finish_on_key: str | None = "#"
     ) -> Recording | None:
-        """Voicemail: everything from the beep to a long silence, the key, or `max_seconds`.
+        """Voicemail: everything from the beep to a long silence (pauses shorter than
+        `voicemail_silence_seconds` are part of the message), the key, the caller
+        hanging up, or `max_seconds`.
 
         A carrier that records itself (`recorder`) does it all on its side; the
         listener is muted meanwhile, so the caller's message neither barges in nor
@@ -319,8 +325,12 @@ class VoiceCall:
             captured.append(pcm)
 
         listener.taps.append(capture)
+        # The message ends at max_seconds of caller audio, or after a long silence:
+        # a caller pausing to think (an utterance's end) has not finished.
+        last_frame = listener.frames + frames_for(max_seconds * 1000)
         token = listener.arm(max_seconds)
-        spoke = False
+        spoke = talking = False
+        kept = 0  # frames captured up to the end of the latest utterance
         try:
             while True:
                 item = await self._next()
@@ -329,15 +339,26 @@ class VoiceCall:
                 if isinstance(item, DigitPressed) and item.digit == finish_on_key:
                     break
                 if isinstance(item, SpeechStarted):
-                    spoke = True
-                if isinstance(item, SpeechEnded):
-                    break
+                    spoke = talking = True
+                    token = listener.arm(_seconds(last_frame - listener.frames))
+                if isinstance(item, SpeechEnded | SpeechDiscarded):
+                    if isinstance(item, SpeechEnded):
+                        kept = len(captured)
+                    talking, spoke = False, kept > 0  # a cough alone is no message
+                    left = _seconds(last_frame - listener.frames)
+                    token = listener.arm(min(self.settings.voicemail_silence_seconds, left))
+        except CallEnded:
+            # Most callers hang up once they have said their piece: the message stands.
+            if not spoke:
+                raise
         finally:
             listener.taps.remove(capture)
             listener.disarm()
         if not spoke:
             return None
-        audio = PcmAudio(b"".join(captured), SAMPLE_RATE)
+        # Ended in silence: the message without it (its last utterance keeps its tail).
+        message = captured if talking or not kept else captured[:kept]
+        audio = PcmAudio(b"".join(message), SAMPLE_RATE)
         url = f"voicecrm://recordings/{self.info.call_id}"  # not kept: no store configured
         if self._recordings is not None:
             url = await self._recordings.save(

@@ -19,3 +19,6 @@ class VoiceSettings:
     synthesis_lead_seconds: float = 2.0
     # Speaking rate used to guess how much of an unfinished sentence was heard.
     words_per_second: float = 2.5
+    # Silence that ends a voicemail; shorter pauses are part of the message. As long
+    # as the silence Asterisk is asked to end its own recordings on.
+    voicemail_silence_seconds: float = 5.0
