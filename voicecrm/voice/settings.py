@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 from voicecrm.audio.turns import TurnSettings
 
+# Silence that ends a voicemail, whoever records it: the audio pipeline, or a carrier
+# recording on its side (Asterisk's maxSilenceSeconds).
+VOICEMAIL_SILENCE_SECONDS = 5
+
 
 @dataclass(frozen=True, slots=True)
 class VoiceSettings:
@@ -19,6 +23,5 @@ class VoiceSettings:
     synthesis_lead_seconds: float = 2.0
     # Speaking rate used to guess how much of an unfinished sentence was heard.
     words_per_second: float = 2.5
-    # Silence that ends a voicemail; shorter pauses are part of the message. As long
-    # as the silence Asterisk is asked to end its own recordings on.
-    voicemail_silence_seconds: float = 5.0
+    # Silence that ends a voicemail; shorter pauses are part of the message.
+    voicemail_silence_seconds: float = VOICEMAIL_SILENCE_SECONDS

@@ -37,12 +37,12 @@ from voicecrm.telephony.ari.client import AriClient, LiveRecording
 from voicecrm.telephony.ari.errors import AriError, ChannelGone
 from voicecrm.telephony.rtp.line import RtpMediaLine
 from voicecrm.voice.ports import CarrierRecording, PcmAudio, RecordingSink
+from voicecrm.voice.settings import VOICEMAIL_SILENCE_SECONDS
 
 log = logging.getLogger(__name__)
 
 VOICEMAIL_PREFIX = "voicecrm-vm-"
 STORED_URL_PREFIX = "asterisk:recording:"  # a message left on Asterisk, not fetched
-SILENCE_SECONDS = 5  # of silence that end a message (Asterisk's maxSilenceSeconds)
 FINISH_MARGIN = 10.0  # seconds past the limit before a lost RecordingFinished is given up
 HANGUP_GRACE = 2.0  # seconds after the caller left for the recording's end to be reported
 TERMINATE_KEYS = frozenset("#*")  # the keys ARI's terminateOn can name; others: any key
@@ -90,7 +90,7 @@ class AriRecorder:
     line: RtpMediaLine | None = None
     sink: RecordingSink | None = None
     channel: str = "asterisk"
-    silence_seconds: int = SILENCE_SECONDS
+    silence_seconds: int = VOICEMAIL_SILENCE_SECONDS
     finish_margin: float = FINISH_MARGIN
     hangup_grace: float = HANGUP_GRACE
     _live: dict[str, asyncio.Future[LiveRecording]] = field(default_factory=dict)
