@@ -87,7 +87,7 @@ SCENARIOS = {
         numbers: ["+14155550102"]
         steps:
           leave:
-            voicemail: {prompt: "Please leave a message.", max_seconds: 30}
+            voicemail: {prompt: "Please leave a message.", max_seconds: 30, silence_seconds: 3}
           bye:
             say: "Thanks, goodbye."
     """,

@@ -76,7 +76,7 @@ async def test_a_voicemail_is_recorded_by_asterisk_and_served_by_the_api(
         "beep": "true",
         "terminateOn": "#",
     }
-    assert record.query["maxDurationSeconds"] == "30" and int(record.query["maxSilenceSeconds"]) > 0
+    assert (record.query["maxDurationSeconds"], record.query["maxSilenceSeconds"]) == ("30", "3")
     assert not any(channel_id in b["channels"] for b in fake_asterisk.bridges.values())
     await fake_asterisk.press(channel_id, "#")  # ends the message; not a key for the scenario
     await finished(service)
@@ -183,12 +183,12 @@ class CarrierSide:
     """A carrier that records the message itself, until the caller has talked and keyed."""
 
     line: CountingLine
-    asked: list[tuple[float, bool, str | None]] = field(default_factory=list)
+    asked: list[tuple[float, bool, str | None, int]] = field(default_factory=list)
 
     async def record(
-        self, *, max_seconds: float, beep: bool, finish_on_key: str | None
+        self, *, max_seconds: float, beep: bool, finish_on_key: str | None, silence_seconds: int
     ) -> CarrierRecording | None:
-        self.asked.append((max_seconds, beep, finish_on_key))
+        self.asked.append((max_seconds, beep, finish_on_key, silence_seconds))
         await self.line.keyed.wait()
         audio = PcmAudio(tone(1.0, rate=8000), 8000)
         return CarrierRecording(url="/api/v1/recordings/asterisk-x-1.wav", seconds=1.0, audio=audio)
@@ -216,7 +216,7 @@ async def test_while_the_carrier_records_the_listener_neither_hears_nor_keeps_ke
         1.0,
         "call me back",
     )
-    assert carrier.asked == [(20, True, "#")]  # the carrier beeps, not the service
+    assert carrier.asked == [(20, True, "#", 5)]  # the carrier beeps, not the service
     assert after.empty  # neither the message nor its key answered the next question
     assert len(stt.heard) == 1  # only the message itself was transcribed
     assert rms(ulaw_to_pcm16(bytes(line.log.played))) < 500  # no beep of the service's own

@@ -236,6 +236,21 @@ async def test_a_pause_is_part_of_the_voicemail_and_only_a_long_silence_ends_it(
 
 
 @needs_espeak
+async def test_a_scenario_may_end_voicemails_on_a_shorter_silence() -> None:
+    first, second = spoken("this is Jane"), spoken("about my order")
+    _line, call, _tts, _stt = make_call(
+        [WaitForTurn(quiet_seconds=0.2), Speak(first), Silence(2), Speak(second), Silence(30)],
+        answers=["this is jane"],
+    )
+    async with call:
+        recording = await call.record(max_seconds=60, silence_seconds=1)
+        assert recording is not None
+        await recording.words()
+    said = len(first) / 16000
+    assert said < recording.duration_seconds < said + 1.5  # the 2 s pause ended it
+
+
+@needs_espeak
 async def test_a_caller_hanging_up_after_the_message_keeps_it() -> None:
     message = spoken("please call me back")
     _line, call, _tts, _stt = make_call(

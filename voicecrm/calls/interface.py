@@ -103,6 +103,11 @@ class Spoken:
     interrupted: bool = False
 
 
+# Silence that ends a voicemail unless a scenario says otherwise; shorter pauses are
+# part of the message. Twilio's <Record> and Asterisk's maxSilenceSeconds take whole seconds.
+VOICEMAIL_SILENCE_SECONDS = 5
+
+
 @dataclass(frozen=True, slots=True)
 class Recording:
     """A voicemail. Its words may still be on their way when the recording is handed
@@ -182,9 +187,15 @@ class Call(Protocol):
         """Connect the caller to `target` (E.164 number or SIP URI)."""
 
     async def record(
-        self, *, max_seconds: float, beep: bool = True, finish_on_key: str | None = "#"
+        self,
+        *,
+        max_seconds: float,
+        beep: bool = True,
+        finish_on_key: str | None = "#",
+        silence_seconds: int = VOICEMAIL_SILENCE_SECONDS,
     ) -> Recording | None:
-        """Record the caller (voicemail); None when nothing was said."""
+        """Record the caller (voicemail) until `silence_seconds` of silence, the key,
+        a hang-up or `max_seconds`; None when nothing was said."""
 
     async def echo(self, seconds: float) -> None:
         """Send the caller's own audio back to them: a line test."""

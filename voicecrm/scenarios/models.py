@@ -25,7 +25,7 @@ from pydantic import (
     field_validator,
 )
 
-from voicecrm.calls.interface import InputKind
+from voicecrm.calls.interface import VOICEMAIL_SILENCE_SECONDS, InputKind
 
 StepName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$", max_length=100)]
 VarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
@@ -247,6 +247,8 @@ class VoicemailArgs(Model):
     prompt: Template | None = "Please leave a message after the tone."
     max_seconds: int = Field(120, ge=1, le=3600)
     beep: bool = True
+    # Silence that ends the message; shorter pauses are part of it.
+    silence_seconds: int = Field(VOICEMAIL_SILENCE_SECONDS, ge=1, le=60)
 
 
 class HangupArgs(Model):

@@ -25,6 +25,7 @@ from voicecrm.audio.frames import FRAME_MS, PCM_FRAME_BYTES, SAMPLE_RATE, frames
 from voicecrm.audio.turns import SpeechDiscarded, SpeechEnded, SpeechStarted
 from voicecrm.audio.vad import VoiceActivityDetector, WebRtcVad
 from voicecrm.calls.interface import (
+    VOICEMAIL_SILENCE_SECONDS,
     CallEnded,
     CallInfo,
     GatherResult,
@@ -303,18 +304,22 @@ class VoiceCall:
         return GatherResult(speech=transcript.text.strip(), confidence=transcript.confidence)
 
     async def record(
-        self, *, max_seconds: float, beep: bool = True, finish_on_key: str | None = "#"
+        self,
+        *,
+        max_seconds: float,
+        beep: bool = True,
+        finish_on_key: str | None = "#",
+        silence_seconds: int = VOICEMAIL_SILENCE_SECONDS,
     ) -> Recording | None:
-        """Voicemail: everything from the beep to a long silence (pauses shorter than
-        `voicemail_silence_seconds` are part of the message), the key, the caller
-        hanging up, or `max_seconds`.
+        """Voicemail: everything from the beep to `silence_seconds` of silence (shorter
+        pauses are part of the message), the key, the caller hanging up, or `max_seconds`.
 
         A carrier that records itself (`recorder`) does it all on its side; the
         listener is muted meanwhile, so the caller's message neither barges in nor
         answers a later question."""
         self._check_open()
         if self._recorder is not None:
-            return await self._carrier_record(max_seconds, beep, finish_on_key)
+            return await self._carrier_record(max_seconds, beep, finish_on_key, silence_seconds)
         if beep:
             for frame in _beep():
                 await self._line.send(frame)
@@ -346,7 +351,7 @@ class VoiceCall:
                         kept = len(captured)
                     talking, spoke = False, kept > 0  # a cough alone is no message
                     left = _seconds(last_frame - listener.frames)
-                    token = listener.arm(min(self.settings.voicemail_silence_seconds, left))
+                    token = listener.arm(min(silence_seconds, left))
         except CallEnded:
             # Most callers hang up once they have said their piece: the message stands.
             if not spoke:
@@ -371,12 +376,15 @@ class VoiceCall:
         )
 
     async def _carrier_record(
-        self, max_seconds: float, beep: bool, finish_on_key: str | None
+        self, max_seconds: float, beep: bool, finish_on_key: str | None, silence_seconds: int
     ) -> Recording | None:
         assert self._recorder is not None
         with self._listener.muted():
             made = await self._recorder.record(
-                max_seconds=max_seconds, beep=beep, finish_on_key=finish_on_key
+                max_seconds=max_seconds,
+                beep=beep,
+                finish_on_key=finish_on_key,
+                silence_seconds=silence_seconds,
             )
         if made is None:
             return None

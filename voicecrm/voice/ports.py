@@ -97,7 +97,7 @@ class CarrierRecording:
 
 class CarrierRecorder(Protocol):
     async def record(
-        self, *, max_seconds: float, beep: bool, finish_on_key: str | None
+        self, *, max_seconds: float, beep: bool, finish_on_key: str | None, silence_seconds: int
     ) -> CarrierRecording | None:
         """Record the caller on the carrier's side (its own beep, silence detection and
         keys) and keep the file; None when nothing was recorded. A caller hanging up

@@ -6,10 +6,6 @@ from dataclasses import dataclass, field
 
 from voicecrm.audio.turns import TurnSettings
 
-# Silence that ends a voicemail, whoever records it: the audio pipeline, or a carrier
-# recording on its side (Asterisk's maxSilenceSeconds).
-VOICEMAIL_SILENCE_SECONDS = 5
-
 
 @dataclass(frozen=True, slots=True)
 class VoiceSettings:
@@ -23,5 +19,3 @@ class VoiceSettings:
     synthesis_lead_seconds: float = 2.0
     # Speaking rate used to guess how much of an unfinished sentence was heard.
     words_per_second: float = 2.5
-    # Silence that ends a voicemail; shorter pauses are part of the message.
-    voicemail_silence_seconds: float = VOICEMAIL_SILENCE_SECONDS

@@ -58,7 +58,9 @@ async def voicemail(engine: Engine, name: str, step: m.VoicemailStep) -> str:
     args = step.voicemail or m.VoicemailArgs()
     if args.prompt:
         await engine.say(await engine.render_now(args.prompt))
-    recording = await engine.call.record(max_seconds=args.max_seconds, beep=args.beep)
+    recording = await engine.call.record(
+        max_seconds=args.max_seconds, beep=args.beep, silence_seconds=args.silence_seconds
+    )
     if recording is None:
         engine.state.variables["voicemail"] = ""
         return NEXT

@@ -37,7 +37,6 @@ from voicecrm.telephony.ari.client import AriClient, LiveRecording
 from voicecrm.telephony.ari.errors import AriError, ChannelGone
 from voicecrm.telephony.rtp.line import RtpMediaLine
 from voicecrm.voice.ports import CarrierRecording, PcmAudio, RecordingSink
-from voicecrm.voice.settings import VOICEMAIL_SILENCE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,6 @@ class AriRecorder:
     line: RtpMediaLine | None = None
     sink: RecordingSink | None = None
     channel: str = "asterisk"
-    silence_seconds: int = VOICEMAIL_SILENCE_SECONDS
     finish_margin: float = FINISH_MARGIN
     hangup_grace: float = HANGUP_GRACE
     _live: dict[str, asyncio.Future[LiveRecording]] = field(default_factory=dict)
@@ -111,7 +109,7 @@ class AriRecorder:
                 pass
 
     async def record(
-        self, *, max_seconds: float, beep: bool, finish_on_key: str | None
+        self, *, max_seconds: float, beep: bool, finish_on_key: str | None, silence_seconds: int
     ) -> CarrierRecording | None:
         if self.gone.is_set():
             raise CallEnded("the caller hung up")
@@ -131,7 +129,7 @@ class AriRecorder:
                             name,
                             "wav",
                             max_duration=max(1, math.ceil(max_seconds)),
-                            max_silence=self.silence_seconds,
+                            max_silence=silence_seconds,
                             beep=beep,
                             terminate_on=terminate_on(finish_on_key),
                         )

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Protocol, TextIO
 
 from voicecrm.calls.interface import (
+    VOICEMAIL_SILENCE_SECONDS,
     CallEnded,
     CallInfo,
     GatherResult,
@@ -203,7 +204,12 @@ class SimulatedCall:
         return TransferOutcome(status=status)
 
     async def record(
-        self, *, max_seconds: float, beep: bool = True, finish_on_key: str | None = "#"
+        self,
+        *,
+        max_seconds: float,
+        beep: bool = True,
+        finish_on_key: str | None = "#",
+        silence_seconds: int = VOICEMAIL_SILENCE_SECONDS,
     ) -> Recording | None:
         self._check_open()
         if beep:

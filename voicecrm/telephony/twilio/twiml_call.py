@@ -14,6 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from voicecrm.calls.interface import (
+    VOICEMAIL_SILENCE_SECONDS,
     CallInfo,
     CallSuspended,
     GatherResult,
@@ -134,7 +135,12 @@ class TwimlCall:
         return TransferOutcome(TransferStatus.ANSWERED, detail="handed to Twilio <Dial>")
 
     async def record(
-        self, *, max_seconds: float, beep: bool = True, finish_on_key: str | None = "#"
+        self,
+        *,
+        max_seconds: float,
+        beep: bool = True,
+        finish_on_key: str | None = "#",
+        silence_seconds: int = VOICEMAIL_SILENCE_SECONDS,
     ) -> Recording | None:
         raise NeedsMediaStreams("voicemail on TwiML-only calls is not built yet; use a stream")
 
