@@ -350,8 +350,11 @@ class VoiceCall:
                     if isinstance(item, SpeechEnded):
                         kept = len(captured)
                     talking, spoke = False, kept > 0  # a cough alone is no message
+                    # An utterance ends after end_silence_ms of it already: the silence
+                    # counts from the last word, as on Asterisk.
+                    quiet = silence_seconds - self.settings.turns.end_silence_ms / 1000
                     left = _seconds(last_frame - listener.frames)
-                    token = listener.arm(min(silence_seconds, left))
+                    token = listener.arm(min(max(quiet, FRAME_MS / 1000), left))
         except CallEnded:
             # Most callers hang up once they have said their piece: the message stands.
             if not spoke:
