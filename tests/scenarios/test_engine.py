@@ -15,6 +15,8 @@ from voicecrm.calls.interface import CallInfo, Direction
 from voicecrm.crm import stages, timeline
 from voicecrm.crm.models import CallRecord, Contact, Note, Task
 from voicecrm.crm.schemas import UNKNOWN_CALLER
+from voicecrm.scenarios.crm_actions import ScenarioCRM
+from voicecrm.scenarios.engine import Engine
 from voicecrm.scenarios.runner import run_call
 from voicecrm.storage import Database
 from voicecrm.telephony.simulator.call import ScriptedCaller, SimulatedCall
@@ -430,3 +432,53 @@ async def test_a_call_cut_by_a_shutdown_is_closed_on_the_timeline(
     assert record.status == "interrupted" and record.ended_at is not None
     assert record.state["outcome"] == "service_stopped"
     assert record.state["transcript"][0]["text"] == "How can I help?"
+
+
+class HungUpWatch(SimulatedCall):
+    """A simulated call that says when the engine hangs it up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hung_up = asyncio.Event()
+
+    async def hangup(self, reason: str = "completed") -> None:
+        await super().hangup(reason)
+        self.hung_up.set()
+
+
+async def test_work_a_step_leaves_for_later_is_done_before_the_run_returns(
+    database: Database, world: TeamWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`Engine.after` (a voicemail saved once transcribed): the run waits for it, and a
+    failure of such work is logged, not raised into a call that is already over."""
+    info = CallInfo(
+        call_id="later-1",
+        direction=Direction.INBOUND,
+        from_number="+14155550123",
+        to_number="+14155550100",
+        channel="simulator",
+    )
+    call = HungUpWatch(info, ScriptedCaller([]), output=io.StringIO())
+    engine = Engine(
+        scenario_from('name: short\nsteps:\n  hello:\n    say: "Hello."\n'),
+        call,
+        ScenarioCRM(database, world.system),
+    )
+    release, saved = asyncio.Event(), []
+
+    async def save_when_released() -> None:
+        await release.wait()
+        saved.append("voicemail")
+
+    async def broken() -> None:
+        raise RuntimeError("the disk is full")
+
+    engine.after(save_when_released())
+    engine.after(broken())
+    running = asyncio.create_task(engine.run(engine.new_state()))
+    await call.hung_up.wait()  # the steps are over
+    assert not running.done()  # and the run waits for the work
+    release.set()
+    state = await running
+    assert saved == ["voicemail"] and state.outcome == "completed"
+    assert "failed after the call" in caplog.text and "the disk is full" in caplog.text
