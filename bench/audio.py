@@ -44,7 +44,7 @@ from importlib.metadata import version
 
 import numpy as np
 
-from bench.report import progress, steal_ticks
+from bench.report import progress, steal_share, steal_ticks
 from bench.stats import Distribution
 from voicecrm.audio.codec import pcm16_to_ulaw, ulaw_to_pcm16
 from voicecrm.audio.frames import (
@@ -697,9 +697,7 @@ async def latency_run(
         pressure_after, stolen_after = cpu_pressure_us(), steal_ticks()
         if pressure is not None and pressure_after is not None and run.wall_s:
             run.cpu_pressure = (pressure_after - pressure) / 1e6 / run.wall_s
-        if stolen is not None and stolen_after is not None and run.wall_s:
-            ticks = os.sysconf("SC_CLK_TCK") * run.wall_s * (os.cpu_count() or 1)
-            run.steal = (stolen_after - stolen) / ticks
+        run.steal = steal_share(stolen, stolen_after, run.wall_s)
         gc.callbacks.remove(watch)
         stop.set()
         await probe

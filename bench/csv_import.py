@@ -96,7 +96,7 @@ async def _team(url: str) -> Any:
 
 
 async def child_import(csv_path: Path, url: str, workers: int, batch: int) -> dict[str, Any]:
-    from bench.report import steal_ticks  # a child has the repository on its path
+    from bench.report import steal_share, steal_ticks  # a child has the repository on its path
     from voicecrm.crm.csv_import import ImportOptions, import_contacts
 
     database, actor = await _team(url)
@@ -112,22 +112,12 @@ async def child_import(csv_path: Path, url: str, workers: int, batch: int) -> di
             report = await import_contacts(database, actor, file, options)
         seconds = time.perf_counter() - started
         import_cpu = time.process_time() - cpu_before
-        steal = _steal_percent(steal_ticks(), stolen, seconds)
+        share = steal_share(stolen, steal_ticks(), seconds)
     finally:
         await database.close()
     counts = report.model_dump(include={"rows", "created", "updated", "unchanged", "failed"})
+    steal = None if share is None else 100 * share
     return {**counts, "seconds": seconds, "import_cpu": import_cpu, "steal": steal, **_peaks()}
-
-
-def _steal_percent(ticks: int | None, since: int | None, seconds: float) -> float | None:
-    """The share of the machine's CPU time its virtual machine's host gave to other guests.
-
-    On a shared host the same import takes a third more CPU time a row in some
-    hours than in others (bench/README.md, session 10); steal says which hour it was.
-    """
-    if ticks is None or since is None or seconds <= 0:
-        return None
-    return 100 * (ticks - since) / (os.sysconf("SC_CLK_TCK") * seconds * (os.cpu_count() or 1))
 
 
 async def child_export(url: str) -> dict[str, Any]:

@@ -137,3 +137,11 @@ def steal_ticks() -> int | None:
     except OSError:
         return None
     return int(fields[8]) if fields[:1] == ["cpu"] and len(fields) > 8 else None
+
+
+def steal_share(since: int | None, until: int | None, seconds: float) -> float | None:
+    """The share (0 to 1) of all the machine's CPU time over `seconds` that the host
+    gave to other guests, from two `steal_ticks` readings; None without them."""
+    if since is None or until is None or seconds <= 0:
+        return None
+    return (until - since) / (os.sysconf("SC_CLK_TCK") * seconds * (os.cpu_count() or 1))
