@@ -32,6 +32,10 @@ def _delimiter(first_line: str) -> str:
     return delimiter if counts[delimiter] else ","
 
 
+def _not_csv(line: int, err: csv.Error) -> InvalidCSV:
+    return InvalidCSV(f"the file is not valid CSV at line {line}: {err}")
+
+
 def _is_blank(cells: list[str]) -> bool:
     return not any(cells) or "".join(cells).isspace()
 
@@ -86,7 +90,7 @@ class Records:
         )
 
     def _not_csv(self, err: csv.Error) -> InvalidCSV:
-        return InvalidCSV(f"the file is not valid CSV at line {self._reader.line_num}: {err}")
+        return _not_csv(self._reader.line_num, err)
 
     def _next_or_none(self) -> list[str] | None:
         return self._decoding(lambda: next(self._reader, None))
@@ -220,6 +224,5 @@ def parse_block(block: Block, delimiter: str) -> tuple[list[Record], int]:
             else:
                 records.append((first_row + len(records), line, cells))
     except csv.Error as err:
-        line = first_line + before
-        raise InvalidCSV(f"the file is not valid CSV at line {line}: {err}") from None
+        raise _not_csv(first_line + before, err) from None
     return records, blank
