@@ -26,6 +26,25 @@ def scenario_from(text: str) -> Scenario:
     return parse_scenario(textwrap.dedent(text).lstrip("\n"), "test.yaml")
 
 
+def inbound(
+    call_id: str,
+    *,
+    caller: str = "+14155550123",
+    caller_name: str | None = None,
+    dialled: str = "+14155550100",
+    channel: str = "simulator",
+) -> CallInfo:
+    """An inbound call's details, as a carrier would hand them over."""
+    return CallInfo(
+        call_id=call_id,
+        direction=Direction.INBOUND,
+        from_number=caller,
+        to_number=dialled,
+        caller_name=caller_name,
+        channel=channel,
+    )
+
+
 @dataclass
 class Simulation:
     run: CallRun
@@ -51,14 +70,7 @@ def simulate(database: Database, world: TeamWorld) -> Simulate:
         if isinstance(scenario, str):
             scenario = scenario_from(scenario)
         output = io.StringIO()
-        info = CallInfo(
-            call_id=f"sim-{next(_ids)}",
-            direction=Direction.INBOUND,
-            from_number=caller,
-            to_number=dialled,
-            caller_name=caller_name,
-            channel="simulator",
-        )
+        info = inbound(f"sim-{next(_ids)}", caller=caller, caller_name=caller_name, dialled=dialled)
         call = SimulatedCall(info, ScriptedCaller(script), output=output)
         result = await run_call(
             database, world.system, scenario, call, channel="simulator", llm=llm, http=http

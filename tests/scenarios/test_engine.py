@@ -10,8 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import TeamWorld
-from tests.scenarios.conftest import Simulate, scenario_from
-from voicecrm.calls.interface import CallInfo, Direction
+from tests.scenarios.conftest import Simulate, inbound, scenario_from
 from voicecrm.crm import stages, timeline
 from voicecrm.crm.models import CallRecord, Contact, Note, Task
 from voicecrm.crm.schemas import UNKNOWN_CALLER
@@ -406,13 +405,7 @@ async def test_a_call_cut_by_a_shutdown_is_closed_on_the_timeline(
             await never.wait()  # the caller is thinking when the service stops
             return None
 
-    info = CallInfo(
-        call_id="cut-1",
-        direction=Direction.INBOUND,
-        from_number="+14155550123",
-        to_number="+14155550100",
-        channel="test",
-    )
+    info = inbound("cut-1", channel="test")
     scenario = scenario_from(
         """
         name: cut
@@ -451,14 +444,7 @@ async def test_work_a_step_leaves_for_later_is_done_before_the_run_returns(
 ) -> None:
     """`Engine.after` (a voicemail saved once transcribed): the run waits for it, and a
     failure of such work is logged, not raised into a call that is already over."""
-    info = CallInfo(
-        call_id="later-1",
-        direction=Direction.INBOUND,
-        from_number="+14155550123",
-        to_number="+14155550100",
-        channel="simulator",
-    )
-    call = HungUpWatch(info, ScriptedCaller([]), output=io.StringIO())
+    call = HungUpWatch(inbound("later-1"), ScriptedCaller([]), output=io.StringIO())
     engine = Engine(
         scenario_from('name: short\nsteps:\n  hello:\n    say: "Hello."\n'),
         call,
