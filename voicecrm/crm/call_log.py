@@ -185,9 +185,26 @@ async def record_blocked_call(session: AsyncSession, actor: Actor, call: NewCall
     return await finish_call(session, actor, record.id, status="blocked", duration_seconds=0)
 
 
+async def _as_committed(session: AsyncSession, record: CallRecord) -> CallRecord:
+    """The call's row as last committed, locked until this transaction ends.
+
+    A carrier reports a call's progress, its end and its recording in separate
+    requests and events, which may be handled at once, on PostgreSQL in two
+    transactions (or two instances). Each decides on the row under its lock, as the
+    other left it: read without one, a late "ringing" would reopen a call that had
+    just ended, and a second finish or a retried recording would be put on the
+    timeline twice. The unit's own changes are written first, as refreshing would
+    discard them. (SQLite has one writer at a time: there it only reads the row again.)
+    """
+    await session.flush()
+    await session.refresh(record, with_for_update=True)
+    return record
+
+
 async def note_progress(session: AsyncSession, record: CallRecord, status: str) -> None:
     """A carrier's progress (ringing, in-progress) on a call not yet over; late news of a
     finished call changes nothing."""
+    await _as_committed(session, record)
     if record.ended_at is None and record.status not in FINAL_STATUSES:
         record.status = status
         record.updated_at = utcnow()
@@ -233,7 +250,7 @@ async def finish_call(
     `duration_seconds` is the carrier's own count when it has one; else the time since the
     call's row was opened.
     """
-    record = await get_call(session, actor, call_id)
+    record = await _as_committed(session, await get_call(session, actor, call_id))
     if record.ended_at is not None:
         return record
     now = utcnow()
@@ -284,7 +301,7 @@ async def attach_recording(
 
     Returns False when the call already has this recording (the carrier retried).
     """
-    record = await get_call(session, actor, call_id)
+    record = await _as_committed(session, await get_call(session, actor, call_id))
     if record.recording_url == url:
         return False
     record.recording_url = url
