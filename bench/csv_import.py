@@ -180,21 +180,6 @@ def emit(metric: str, value: float | int | str, unit: str = "") -> None:
     print(f"csv_import.{metric}: {shown} {unit}".rstrip(), flush=True)
 
 
-def _pg_admin(server_url: str, statement: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    async def run() -> None:
-        engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
-
-
 def bench_engine(
     engine: str, databases: list[str], files: list[tuple[int, Path]], args: argparse.Namespace
 ) -> None:
@@ -267,19 +252,18 @@ def main() -> int:
         sqlite = [f"sqlite+aiosqlite:///{folder}/import-{size}.db" for size in sizes]
         bench_engine("sqlite", sqlite, files, args)
         if args.database_url:
-            from sqlalchemy.engine import make_url
+            from voicecrm.storage.postgres_admin import create_database, drop_database
 
-            server = make_url(args.database_url)
-            admin = server.render_as_string(hide_password=False)
+            server = args.database_url
             names = [f"voicecrm_bench_csv_{uuid.uuid4().hex[:10]}" for _ in sizes]
+            urls: list[str] = []
             try:
                 for name in names:
-                    _pg_admin(admin, f'CREATE DATABASE "{name}"')
-                urls = [server.set(database=n).render_as_string(hide_password=False) for n in names]
+                    urls.append(asyncio.run(create_database(server, name)))
                 bench_engine("postgresql", urls, files, args)
             finally:
                 for name in names:
-                    _pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    asyncio.run(drop_database(server, name))
     emit("load_average_end", os.getloadavg()[0], "(1 min, at end)")
     return 0
 
