@@ -72,9 +72,17 @@ SCENARIOS = {
           support:
             create_crm_note: {content: "Support from the phone menu.", type: Info}
           transfer:
-            transfer: {to: "+14155550122"}
+            transfer: {to: "+14155550122", whisper: "Support call from {{ call.from }}"}
           bye:
             say: "Goodbye."
+    """,
+    "handover.yaml": """
+        name: handover
+        numbers: ["+14155550109"]
+        settings: {twilio_mode: twiml, language: en-GB, voice: Polly.Amy}
+        steps:
+          transfer:
+            transfer: {to: "sip:desk@pbx.example.com", whisper: "A caller for the desk"}
     """,
 }
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import urlencode
+from xml.sax.saxutils import escape
 
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
@@ -14,7 +16,7 @@ from sqlalchemy import select
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.twilio_media import TwilioCarrier
 from tests.speech_audio import needs_espeak, spoken, tone
-from tests.twilio.conftest import call_fields, post_signed, signed_headers
+from tests.twilio.conftest import PUBLIC, call_fields, post_signed, signed_headers
 from voicecrm.crm import timeline
 from voicecrm.crm.models import CallRecord, Note
 from voicecrm.storage import Database
@@ -134,7 +136,19 @@ async def test_keys_and_a_transfer_end_in_dial(
     assert carrier.log.clears  # the key cut the prompt short
     status, twiml = await post_signed(twilio, "/twilio/voice/after-stream", call_fields(sid))
     assert status == 200
-    assert '<Dial timeout="30"><Number>+14155550122</Number></Dial>' in twiml
+    # The person who answers hears the scenario's whisper (said by Twilio) first.
+    whisper = f"{PUBLIC}/twilio/whisper?" + urlencode(
+        {"text": "Support call from +14155550123", "language": "en-US"}
+    )
+    assert (
+        f'<Dial timeout="30"><Number method="POST" url="{escape(whisper)}">'
+        "+14155550122</Number></Dial>"
+    ) in twiml
+    status, said = await post_signed(
+        twilio, whisper.removeprefix(PUBLIC), call_fields("CA" + "d" * 32, to="+14155550122")
+    )
+    assert status == 200
+    assert '<Say language="en-US">Support call from +14155550123</Say>' in said
     async with database.transaction(read_only=True) as session:
         note = (await session.scalars(select(Note))).one()
     assert note.content == "Support from the phone menu."

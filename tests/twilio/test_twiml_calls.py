@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from xml.sax.saxutils import unescape
 
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from tests.twilio.conftest import call_fields, post_signed
+from tests.twilio.conftest import PUBLIC, call_fields, post_signed
 from voicecrm.crm.models import CallRecord, Note
 from voicecrm.storage import Database
 
@@ -84,3 +85,35 @@ async def test_a_gather_webhook_for_another_call_or_without_numbers_is_refused(
         twilio, "/twilio/voice/gather?call_id=x", call_fields(sid, to=INTAKE)
     )
     assert status == 400 and "call_id" in body
+
+
+async def test_a_transfer_whispers_to_the_person_who_answers_before_putting_the_caller_through(
+    twilio: TestClient[Any, Any],
+) -> None:
+    """Twilio runs the `<Sip url>` document on the answered leg before bridging it: the
+    service's whisper webhook says the scenario's words there, in its language and voice."""
+    sid = "CA" + "4" * 32
+    status, twiml = await post_signed(twilio, "/twilio/voice", call_fields(sid, to="+14155550109"))
+    assert status == 200
+    match = re.search(
+        r'<Dial timeout="30"><Sip method="POST" url="([^"]+)">sip:desk@pbx\.example\.com</Sip>',
+        twiml,
+    )
+    assert match is not None, twiml
+    whisper = unescape(match.group(1))
+    assert whisper.startswith(f"{PUBLIC}/twilio/whisper?")
+    leg = call_fields("CA" + "5" * 32, to="sip:desk@pbx.example.com")
+    status, said = await post_signed(twilio, whisper.removeprefix(PUBLIC), leg)
+    assert status == 200
+    assert '<Say language="en-GB" voice="Polly.Amy">A caller for the desk</Say>' in said
+
+
+async def test_a_whisper_webhook_needs_twilios_signature_and_words(
+    twilio: TestClient[Any, Any],
+) -> None:
+    leg = call_fields("CA" + "6" * 32)
+    response = await twilio.post("/twilio/whisper?text=Hello", data=leg)
+    assert response.status == 403
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    status, body = await post_signed(twilio, "/twilio/whisper?language=en-US", leg)
+    assert status == 400 and "no text" in body

@@ -44,6 +44,7 @@ class Handoff:
     caller_id: str | None = None
     ring_timeout: float = 30.0
     reason: str = "completed"
+    whisper: str | None = None  # said to the person who answers (`dialling`)
 
 
 class TwilioMediaLine:
@@ -174,7 +175,11 @@ class TwilioMediaLine:
     ) -> TransferOutcome:
         """Hand the caller to `<Dial>`: the stream ends here, whatever the dial's outcome."""
         self.handoff = Handoff(
-            "dial", target=target, caller_id=caller_id, ring_timeout=ring_timeout
+            "dial",
+            target=target,
+            caller_id=caller_id,
+            ring_timeout=ring_timeout,
+            whisper=whisper,
         )
         await self._end("transferred")
         return TransferOutcome(TransferStatus.ANSWERED, detail="handed to Twilio <Dial>")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
-from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
+from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from voicecrm.calls.interface import (
     VOICEMAIL_SILENCE_SECONDS,
@@ -26,6 +26,7 @@ from voicecrm.calls.interface import (
 )
 from voicecrm.calls.latency import TurnLatency
 from voicecrm.errors import VoiceCRMError
+from voicecrm.telephony.twilio.dialling import dial, whisper_url
 
 
 class NeedsMediaStreams(VoiceCRMError):
@@ -38,11 +39,13 @@ class TwimlCall:
         info: CallInfo,
         *,
         gather_url: str,
+        public_base: str,
         voice: str | None = None,
         language: str = "en-US",
     ) -> None:
         self._info = info
         self._gather_url = gather_url
+        self._public_base = public_base
         self._voice = voice
         self._language = language
         self.response = VoiceResponse()
@@ -125,12 +128,14 @@ class TwimlCall:
         ring_timeout: float = 30.0,
         caller_id: str | None = None,
     ) -> TransferOutcome:
-        dial = Dial(timeout=round(ring_timeout), caller_id=caller_id)
-        if target.startswith("sip:"):
-            dial.sip(target)
-        else:
-            dial.number(target)
-        self.response.append(dial)
+        said = (
+            whisper_url(self._public_base, whisper, language=self._language, voice=self._voice)
+            if whisper
+            else None
+        )
+        self.response.append(
+            dial(target, ring_timeout=ring_timeout, caller_id=caller_id, whisper=said)
+        )
         self.ended = True
         return TransferOutcome(TransferStatus.ANSWERED, detail="handed to Twilio <Dial>")
 

@@ -5,7 +5,8 @@ caller to a contact, opens the call's row (once, however often Twilio
 retries), picks the scenario by the dialled number and answers with
 `<Connect><Stream>` to this service's WebSocket. When the stream ends, the
 `<Connect action>` webhook answers with what the scenario decided: `<Dial>`
-for a transfer, `<Hangup/>` otherwise. Status callbacks close the call's
+for a transfer (its whisper said by the `/twilio/whisper` webhook to the
+person who answers, `dialling`), `<Hangup/>` otherwise. Status callbacks close the call's
 row with Twilio's final status; a retried or late callback changes nothing.
 
 A call this service placed (`TwilioOutbound`) comes back to the same voice
@@ -25,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
-from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
+from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from voicecrm.calls.interface import CallInfo, Direction, GatherResult
 from voicecrm.calls.outbound import Answerer
@@ -35,12 +36,19 @@ from voicecrm.crm.models import CallRecord
 from voicecrm.errors import Conflict, NotFound
 from voicecrm.scenarios.crm_actions import ScenarioCRM
 from voicecrm.scenarios.models import Scenario
+from voicecrm.scenarios.models import Settings as ScenarioSettings
 from voicecrm.scenarios.runner import run_call
 from voicecrm.scenarios.state import CallState
 from voicecrm.telephony.carrier_calls import (
     answered_call_state,
     blocked_scenario,
     record_blocked,
+)
+from voicecrm.telephony.twilio.dialling import (
+    WHISPER_PATH,
+    dial,
+    whisper_response,
+    whisper_url,
 )
 from voicecrm.telephony.twilio.services import TWILIO, TwilioServices
 from voicecrm.telephony.twilio.signature import (
@@ -315,6 +323,7 @@ async def _run_twiml(
     call = TwimlCall(
         info,
         gather_url=f"{base}/twilio/voice/gather?call_id={call_id}&turn={turn}",
+        public_base=base,
         voice=scenario.settings.voice,
         language=scenario.settings.language,
     )
@@ -396,19 +405,42 @@ async def after_stream(
         handoff = (record.state or {}).get("twilio_handoff") if record is not None else None
     response = VoiceResponse()
     if isinstance(handoff, dict) and handoff.get("action") == "dial" and handoff.get("target"):
-        dial = Dial(
-            timeout=int(handoff.get("ring_timeout") or 30),
-            caller_id=handoff.get("caller_id") or None,
+        whisper = handoff.get("whisper")
+        said = None
+        if whisper:
+            language = _scenario_language(services, record.scenario if record else None)
+            base = public_base(request, services.public_url)
+            said = whisper_url(base, whisper, language=language)
+        response.append(
+            dial(
+                str(handoff["target"]),
+                ring_timeout=int(handoff.get("ring_timeout") or 30),
+                caller_id=handoff.get("caller_id"),
+                whisper=said,
+            )
         )
-        target = str(handoff["target"])
-        if target.startswith("sip:"):
-            dial.sip(target)
-        else:
-            dial.number(target)
-        response.append(dial)
     else:
         response.hangup()
     return twiml(response)
+
+
+def _scenario_language(services: TwilioServices, name: str | None) -> str:
+    """The language the call's scenario speaks (its default when the scenario is gone)."""
+    try:
+        return services.scenarios.library.get(name or "").settings.language
+    except NotFound:
+        return ScenarioSettings().language
+
+
+async def whisper_to_answerer(
+    request: web.Request, services: TwilioServices, fields: Mapping[str, str]
+) -> web.Response:
+    """Said to the person a transfer reaches before the caller is put through (`dialling`)."""
+    text = request.query.get("text", "").strip()
+    if not text:
+        return problem(400, "Bad Request", "the whisper has no text")
+    language = request.query.get("language") or ScenarioSettings().language
+    return twiml(whisper_response(text, language=language, voice=request.query.get("voice")))
 
 
 async def status_callback(
@@ -496,4 +528,5 @@ def routes() -> list[web.RouteDef]:
         web.post("/status", signed_form(status_callback)),
         web.post("/recording", signed_form(recording_status)),
         web.post("/stream-status", signed_form(stream_status)),
+        web.post(WHISPER_PATH.removeprefix("/twilio"), signed_form(whisper_to_answerer)),
     ]
