@@ -18,7 +18,10 @@ does not depend much on what else the machine is running; `import_cpu_per_row`
 counts the import process's CPU during the import only (not starting Python and
 migrating); `load_average` says how busy it was, and `cpu_steal` how much of the
 machine's CPU time its virtual machine's host gave to other guests during the
-import (Linux). The database server's own CPU (PostgreSQL) is in none of them.
+import (Linux). The database server's own CPU (PostgreSQL) is in none of them:
+when the server runs on this machine, `server_cpu_per_row` is its CPU during the
+import (all its processes, anyone else's use of it included), which competes
+with the import for the same cores.
 
 Prints one `csv_import.<metric>: <value> <unit>` line per figure, per engine as
 `csv_import.<engine>[.at_<rows>].<figure>`; bench/importer.py reads these lines,
@@ -96,7 +99,8 @@ async def _team(url: str) -> Any:
 
 
 async def child_import(csv_path: Path, url: str, workers: int, batch: int) -> dict[str, Any]:
-    from bench.report import steal_share, steal_ticks  # a child has the repository on its path
+    # A child has the repository on its path.
+    from bench.report import postgres_cpu_seconds, steal_share, steal_ticks
     from voicecrm.crm.csv_import import ImportOptions, import_contacts
 
     database, actor = await _team(url)
@@ -107,17 +111,27 @@ async def child_import(csv_path: Path, url: str, workers: int, batch: int) -> di
         started = time.perf_counter()
         cpu_before = time.process_time()
         stolen = steal_ticks()
+        server_before = postgres_cpu_seconds() if url.startswith("postgresql") else None
         with csv_path.open("rb") as file:
             options = ImportOptions(workers=workers, batch_size=batch)
             report = await import_contacts(database, actor, file, options)
         seconds = time.perf_counter() - started
         import_cpu = time.process_time() - cpu_before
         share = steal_share(stolen, steal_ticks(), seconds)
+        server_after = postgres_cpu_seconds() if server_before is not None else None
     finally:
         await database.close()
     counts = report.model_dump(include={"rows", "created", "updated", "unchanged", "failed"})
     steal = None if share is None else 100 * share
-    return {**counts, "seconds": seconds, "import_cpu": import_cpu, "steal": steal, **_peaks()}
+    server = None if server_before is None or server_after is None else server_after - server_before
+    return {
+        **counts,
+        "seconds": seconds,
+        "import_cpu": import_cpu,
+        "steal": steal,
+        "server_cpu": server,
+        **_peaks(),
+    }
 
 
 async def child_export(url: str) -> dict[str, Any]:
@@ -201,6 +215,10 @@ def bench_engine(
         emit(f"{prefix}.import_cpu_per_row", result["import_cpu"] / result["rows"] * 1e6, "us")
         if args.workers:
             emit(f"{prefix}.worker_cpu_per_row", result["worker_cpu"] / result["rows"] * 1e6, "us")
+        if result["server_cpu"] is not None:
+            # A local server's CPU, which competes with the import for the same cores.
+            server = result["server_cpu"] / result["rows"] * 1e6
+            emit(f"{prefix}.server_cpu_per_row", server, "us")
         if result["steal"] is not None:
             emit(f"{prefix}.cpu_steal", result["steal"], "% (of the machine's CPU time)")
         for count in ("created", "updated", "unchanged", "failed"):

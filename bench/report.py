@@ -125,6 +125,34 @@ def machine_lines() -> list[str]:
     ]
 
 
+def postgres_cpu_seconds() -> float | None:
+    """CPU seconds used so far by the PostgreSQL server on this machine, or None when none
+    of its processes can be seen (another machine, not Linux).
+
+    Every `postgres` process, and through the postmaster's children's time the backends
+    that have exited: the difference over an import is the server's share of it (and
+    that of anyone else using the server meanwhile).
+    """
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, seen = 0, False
+    try:
+        pids = [pid for pid in os.listdir("/proc") if pid.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() != "postgres":
+                    continue
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        seen = True
+        total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return total / tick if seen else None
+
+
 def steal_ticks() -> int | None:
     """Clock ticks the hypervisor has taken from this VM's CPUs (`/proc/stat`), or None.
 
