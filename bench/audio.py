@@ -74,7 +74,7 @@ from voicecrm.telephony.simulator.audio_line import (
     WaitForTurn,
 )
 from voicecrm.voice.call import VoiceCall
-from voicecrm.voice.line import LineClosed, LineEvent, Media
+from voicecrm.voice.line import LineClosed, LineEvent, Media, Whisper
 from voicecrm.voice.listener import Listener
 from voicecrm.voice.ports import PcmAudio, Transcript
 
@@ -404,7 +404,7 @@ class MemoryLine:
         self,
         target: str,
         *,
-        whisper: str | None,
+        whisper: Whisper | None,
         ring_timeout: float,
         caller_id: str | None,
     ) -> TransferOutcome:

@@ -43,8 +43,9 @@ from voicecrm.scenarios.ports import HttpClient, LanguageModel
 from voicecrm.speech.factory import speech_to_text, text_to_speech
 from voicecrm.storage import Database
 from voicecrm.storage.migrate import upgrade
-from voicecrm.telephony.ari import AriClient, AriEvents
+from voicecrm.telephony.ari import AriClient, AriEvents, played_media
 from voicecrm.telephony.ari.dialling import check_dial_template, check_sip_dial_template
+from voicecrm.telephony.ari.played_media import PLAYED_MEDIA, PlayedMedia
 from voicecrm.telephony.ari.stasis import AriApplication, AriServices
 from voicecrm.telephony.twilio import media_stream as twilio_media
 from voicecrm.telephony.twilio import webhooks as twilio_webhooks
@@ -317,6 +318,7 @@ def build_app(
                 media_bind=settings.ari_media_bind,
                 dial_template=dial_template,
                 sip_dial_template=sip_dial_template,
+                played_media=app[PLAYED_MEDIA],
             )
             app[ARI] = application
             application.start()
@@ -348,6 +350,8 @@ def build_app(
     app.cleanup_ctx.append(calls_ctx)
     app.cleanup_ctx.append(twilio_ctx)
     app.cleanup_ctx.append(ari_ctx)
+    app[PLAYED_MEDIA] = PlayedMedia(settings.ari_http_url)
+    app.add_routes(played_media.routes())
     twilio_app = web.Application()
     twilio_app.add_routes([*twilio_webhooks.routes(), *twilio_media.routes()])
     app.add_subapp("/twilio", twilio_app)

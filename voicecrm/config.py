@@ -124,6 +124,12 @@ class Settings(BaseModel):
         description="Address the RTP sockets bind to, when it differs from the one Asterisk "
         "is told (behind NAT or in a container: 0.0.0.0); unset: VOICECRM_ARI_MEDIA_HOST.",
     )
+    ari_http_url: str | None = Field(
+        None,
+        description="This service's HTTP address as Asterisk reaches it (http://10.0.0.5:8080): "
+        "Asterisk fetches from it the audio it plays that the service synthesises (a "
+        "transfer's whisper). Unset: whispers are not played on Asterisk (logged).",
+    )
     ari_dial_template: str | None = Field(
         None,
         description="How Asterisk dials a number, {number} standing for it "

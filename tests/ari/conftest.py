@@ -78,11 +78,25 @@ def service_settings(
 
 
 @pytest.fixture
+def service_url(unused_tcp_port: int) -> str:
+    """The address the service will listen on, known before it starts, for settings that
+    name it (VOICECRM_ARI_HTTP_URL, where the fake Asterisk fetches media)."""
+    return f"http://127.0.0.1:{unused_tcp_port}"
+
+
+@pytest.fixture
 async def running(
-    aiohttp_client: AiohttpClient, settings: Settings, world: TeamWorld, fake_asterisk: FakeAsterisk
+    aiohttp_client: AiohttpClient,
+    settings: Settings,
+    world: TeamWorld,
+    fake_asterisk: FakeAsterisk,
+    service_url: str,
 ) -> AsyncIterator[TestClient[Any, Any]]:
     """The running service (its HTTP API too), connected to the fake Asterisk."""
-    client: TestClient[Any, Any] = await aiohttp_client(build_app(settings))
+    port = int(service_url.rpartition(":")[2])
+    client: TestClient[Any, Any] = await aiohttp_client(
+        build_app(settings), server_kwargs={"port": port}
+    )
     await fake_asterisk.wait_connected()
     try:
         yield client

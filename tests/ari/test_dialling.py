@@ -6,12 +6,17 @@ fake's `dial_outcome` decides what the dialled phone does; everything is awaited
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import sys
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 
 from tests.ari.conftest import finished, service_settings, speech, the_call, write_scenarios
 from tests.conftest import TeamWorld
@@ -49,13 +54,17 @@ from voicecrm.telephony.ari.dialling import (
     unanswered_status,
 )
 from voicecrm.telephony.ari.outbound import AriOutbound, check_configured
+from voicecrm.telephony.ari.played_media import PlayedMedia
 from voicecrm.telephony.ari.stasis import AriApplication
+from voicecrm.voice.line import Whisper
+from voicecrm.voice.ports import PcmAudio
 
 __all__ = ["fake_asterisk", "openai_server"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DIAL = "PJSIP/{number}@trunk"
 DESK, OFFICE, CALLEE = "+14155550102", "+14155550122", "+14155550177"
+WHISPERED = "+14155550103"
 
 SCENARIOS = {
     "desk.yaml": f"""
@@ -68,6 +77,15 @@ SCENARIOS = {
             transfer: {{to: "{OFFICE}", timeout: 1, no_answer: sorry}}
           sorry:
             say: "Nobody answered."
+    """,
+    "whispered.yaml": f"""
+        name: whispered
+        numbers: ["{WHISPERED}"]
+        steps:
+          hello:
+            say: "Connecting you."
+          put_through:
+            transfer: {{to: "{OFFICE}", whisper: "Call from {{{{ call.from }}}}"}}
     """,
     "reminder.yaml": """
         name: reminder
@@ -86,10 +104,19 @@ def scenarios_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(
-    database_url: str, scenarios_dir: Path, openai_server: FakeOpenAI, fake_asterisk: FakeAsterisk
+    database_url: str,
+    scenarios_dir: Path,
+    openai_server: FakeOpenAI,
+    fake_asterisk: FakeAsterisk,
+    service_url: str,
 ) -> Settings:
     return service_settings(
-        database_url, scenarios_dir, openai_server, fake_asterisk, ari_dial_template=DIAL
+        database_url,
+        scenarios_dir,
+        openai_server,
+        fake_asterisk,
+        ari_dial_template=DIAL,
+        ari_http_url=service_url,
     )
 
 
@@ -111,6 +138,69 @@ def originated(fake: FakeAsterisk) -> list[str]:
 
 def said(record: CallRecord) -> list[tuple[str, str]]:
     return [(line["speaker"], line["text"]) for line in record.state["transcript"]]
+
+
+async def test_the_target_hears_the_whisper_before_the_caller_is_put_through(
+    service: AriApplication,
+    running: TestClient[Any, Any],
+    fake_asterisk: FakeAsterisk,
+    openai_server: FakeOpenAI,
+    service_url: str,
+) -> None:
+    """Synthesised by the service while the target rings, offered to Asterisk as a WAV
+    file at the service's address, played on the target's channel once it answers, and
+    offered no longer once it has played."""
+    openai_server.script += [speech(0.3), speech(0.8)]  # "Connecting you.", the whisper
+    fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
+    caller = await fake_asterisk.inject_call("+14155550123", WHISPERED)
+    await fake_asterisk.wait_request("POST", "/channels")
+    (target,) = originated(fake_asterisk)
+    await fake_asterisk.wait_until(
+        lambda: any(set(b["channels"]) == {caller, target} for b in fake_asterisk.bridges.values())
+    )
+
+    assert openai_server.requests[-1]["input"] == "Call from +14155550123"
+    ((channel, url, status, body),) = fake_asterisk.fetched_media
+    assert (channel, status) == (target, 200)
+    assert url.startswith(f"{service_url}/ari/media/") and url.endswith(".wav")
+    with wave.open(io.BytesIO(body)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
+        assert wav.getnframes() == 8000 * 0.8
+    requests = [(r.method, r.path, r.query.get("channel")) for r in fake_asterisk.requests]
+    played = next(i for i, r in enumerate(requests) if r[1].startswith(f"/channels/{target}/play"))
+    joined = next(
+        i for i, r in enumerate(requests) if r[1].endswith("/addChannel") and r[2] == caller
+    )
+    assert played < joined  # the whisper ended before the caller was put through
+    gone = await running.get(url.removeprefix(service_url))
+    assert gone.status == 404
+    assert gone.headers["Content-Type"].startswith("application/problem+json")
+
+    await fake_asterisk.hang_up(caller)
+    await finished(service)
+
+
+async def test_a_whisper_is_left_out_without_an_address_asterisk_can_fetch_it_from(
+    fake_asterisk: FakeAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """VOICECRM_ARI_HTTP_URL unset: the target is dialled all the same, nothing is
+    synthesised for nothing, and the log says why no whisper will be heard."""
+    caller = await fake_asterisk.inject_call()
+
+    async def never() -> PcmAudio:
+        raise AssertionError("nothing to synthesise: it could not be played")
+
+    async with AriClient(fake_asterisk.base_url, USERNAME, PASSWORD, APP) as client:
+        control = CallControl(
+            client, caller, close_line=lambda _: None, dial_template=DIAL, media=PlayedMedia(None)
+        )
+        with caplog.at_level(logging.INFO, logger="voicecrm.telephony.ari.call_control"):
+            outcome = await control.transfer(
+                OFFICE, whisper=Whisper("Hello", never), ring_timeout=0.2, caller_id=None
+            )
+    assert outcome.status is not TransferStatus.ANSWERED  # nobody feeds it the Dial events
+    assert len(originated(fake_asterisk)) == 1
+    assert "the whisper is not played: set VOICECRM_ARI_HTTP_URL" in caplog.text
 
 
 @pytest.mark.parametrize("leaving", ["target", "caller"])

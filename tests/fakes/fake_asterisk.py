@@ -27,6 +27,10 @@ phone does: "answer" at once, "busy" (Dial BUSY, ChannelDestroyed cause 17),
 NOANSWER, cause 19), or "ring" until hung up (or until `answer_originated`);
 `unanswered_cause` replaces those causes (0, as a Local channel may report).
 
+A playback of an http(s) URL is fetched at once, as Asterisk's HTTP media cache
+does (`fetched_media` keeps what came back), and finishes as soon as it has:
+`done`, or `failed` when the fetch did not succeed.
+
 Recording (`POST /channels/{id}/record`, refused with 409 while the channel is
 in a bridge) answers the LiveRecording `queued`, then sends RecordingStarted;
 the message ends, with RecordingFinished and a stored WAV file of
@@ -60,6 +64,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import aiohttp
 import pytest
 from aiohttp import BasicAuth, WSCloseCode, web
 from aiohttp.test_utils import TestServer
@@ -260,6 +265,9 @@ class FakeAsterisk:
         self.variables: dict[str, dict[str, str]] = {}
         self.bridges: dict[str, Json] = {}
         self.playbacks: dict[str, Json] = {}
+        # http(s) media played, as Asterisk's HTTP media cache fetched it:
+        # (channel id, URL, HTTP status, body)
+        self.fetched_media: list[tuple[str, str, int, bytes]] = []
         self.recordings: dict[str, Json] = {}  # live ones, and finished ones until stored
         self.stored: dict[str, bytes] = {}  # finished recordings' files, by name
         self.voicemail_audio: bytes = b"\x00\x10" * 8000  # 16-bit 8 kHz PCM a message holds
@@ -605,9 +613,24 @@ class FakeAsterisk:
         }
         self.playbacks[playback_id] = playback
         await self._emit_playback("PlaybackStarted", playback)
+        if str(playback["media_uri"]).startswith(("http://", "https://")):
+            await self._play_fetched(playback)
         return web.json_response(
             playback, status=201, headers={"Location": f"/playback/{playback_id}"}
         )
+
+    async def _play_fetched(self, playback: Json) -> None:
+        """An http(s) URL: fetched (the HTTP media cache), then played to its end at once;
+        a fetch that fails ends the playback as `failed`."""
+        url = str(playback["media_uri"])
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            body = await response.read()
+            status = response.status
+        channel_id = str(playback["target_uri"]).removeprefix("channel:")
+        self.fetched_media.append((channel_id, url, status, body))
+        self.playbacks.pop(str(playback["id"]), None)
+        playback["state"] = "done" if status == 200 else "failed"
+        await self._emit_playback("PlaybackFinished", playback)
 
     async def _emit_playback(self, kind: str, playback: Json) -> None:
         channel_id = str(playback["target_uri"]).removeprefix("channel:")

@@ -38,7 +38,7 @@ from voicecrm.calls.interface import (
 from voicecrm.telephony.rtp import packet as rtp
 from voicecrm.telephony.rtp.line import NoCallControl, RtpMediaLine
 from voicecrm.voice.call import VoiceCall
-from voicecrm.voice.line import Dtmf, LineClosed, LineEvent, Media
+from voicecrm.voice.line import Dtmf, LineClosed, LineEvent, Media, Whisper
 
 INFO = CallInfo(
     call_id="rtp-1", direction=Direction.INBOUND, from_number="+15550100", to_number="+15550199"
@@ -416,7 +416,7 @@ async def test_call_control_is_what_was_injected_or_a_clear_refusal() -> None:
         done.append(f"play {url}")
 
     async def transfer(
-        target: str, *, whisper: str | None, ring_timeout: float, caller_id: str | None
+        target: str, *, whisper: Whisper | None, ring_timeout: float, caller_id: str | None
     ) -> TransferOutcome:
         done.append(f"transfer {target} {ring_timeout:g}")
         return TransferOutcome(TransferStatus.ANSWERED)

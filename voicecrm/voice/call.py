@@ -36,7 +36,7 @@ from voicecrm.calls.interface import (
     TransferStatus,
 )
 from voicecrm.calls.latency import TurnLatency
-from voicecrm.voice.line import AudioLine
+from voicecrm.voice.line import AudioLine, Whisper
 from voicecrm.voice.listener import Closed, DigitPressed, InboxItem, Listener, TimedOut
 from voicecrm.voice.playback import Playback
 from voicecrm.voice.ports import (
@@ -457,12 +457,21 @@ class VoiceCall:
         caller_id: str | None = None,
     ) -> TransferOutcome:
         self._check_open()
+        said = Whisper(whisper, lambda: self._synthesize(whisper)) if whisper else None
         outcome = await self._line.transfer(
-            target, whisper=whisper, ring_timeout=ring_timeout, caller_id=caller_id
+            target, whisper=said, ring_timeout=ring_timeout, caller_id=caller_id
         )
         if outcome.status is TransferStatus.ANSWERED:
             self._ended = "transferred"
         return outcome
+
+    async def _synthesize(self, text: str) -> PcmAudio:
+        """`text` whole, in the call's voice and language (for a carrier to play)."""
+        speech = self._tts.synthesize(text, voice=self._voice, language=self._language)
+        chunks = [chunk async for chunk in speech]
+        if not chunks:
+            raise SpeechProviderError(f"{self._tts.label} gave no audio for {text!r}")
+        return PcmAudio(b"".join(chunk.pcm for chunk in chunks), chunks[0].sample_rate)
 
     async def hangup(self, reason: str = "completed") -> None:
         if self._ended is None:

@@ -8,11 +8,12 @@ than a frame or two wait at the carrier, and `clear` drops those at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from voicecrm.calls.interface import CallInfo, TransferOutcome
+from voicecrm.voice.ports import PcmAudio
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,20 @@ class LineClosed:
 
 
 LineEvent = Media | Dtmf | LineClosed
+
+
+@dataclass(frozen=True, slots=True)
+class Whisper:
+    """What the person a transfer reaches hears before the caller is put through.
+
+    A carrier that speaks text itself (Twilio's `<Say>`) takes `text`; one that can
+    only play audio (Asterisk) calls `audio()`, which synthesises it with the call's
+    own voice and language, and only then: most transfers need no audio of ours.
+    Raises `SpeechProviderError` when synthesis fails.
+    """
+
+    text: str
+    audio: Callable[[], Awaitable[PcmAudio]]
 
 
 class AudioLine(Protocol):
@@ -65,7 +80,7 @@ class AudioLine(Protocol):
         self,
         target: str,
         *,
-        whisper: str | None,
+        whisper: Whisper | None,
         ring_timeout: float,
         caller_id: str | None,
     ) -> TransferOutcome: ...

@@ -13,8 +13,10 @@ answer within the scenario's ring timeout, then one mixing bridge with the
 caller and the target, the caller taken out of the receptionist's media
 bridge. Busy, no answer or a refusal hang the dialled channel up and return
 that outcome, so the scenario takes its no-answer path with the receptionist
-still on the line. After a bridged transfer this control owns the bridge and
-the target's channel until `aclose`.
+still on the line. A whisper is synthesised while the target rings and played
+to it once it answers, before the bridge (Asterisk fetches the audio from this
+service: `played_media`). After a bridged transfer this control owns the bridge
+and the target's channel until `aclose`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import math
 import secrets
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from voicecrm.calls.interface import CallEnded, TransferOutcome, TransferStatus
 from voicecrm.telephony.ari.client import AriClient
@@ -38,6 +41,9 @@ from voicecrm.telephony.ari.dialling import (
     sip_endpoint,
 )
 from voicecrm.telephony.ari.errors import AriError, ChannelGone
+from voicecrm.telephony.ari.played_media import PlayedMedia
+from voicecrm.voice.line import Whisper
+from voicecrm.voice.ports import PcmAudio, SpeechProviderError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,10 @@ TRANSFER_BRIDGE_PREFIX = "voicecrm-xbridge-"
 DIALPLAN_TARGET = "dialplan:"  # a transfer target that always goes back to the dialplan
 STASIS_TIMEOUT = 5.0  # seconds for an answered target's StasisStart, before bridging anyway
 PLAYBACK_TIMEOUT = 300.0  # seconds; a PlaybackFinished lost in a socket drop must not hang a call
+# Seconds a transfer's target, who has answered, may wait for its whisper to be synthesised.
+WHISPER_SYNTHESIS_TIMEOUT = 10.0
+# Seconds beyond its length a whisper may take to play (Asterisk fetches it first).
+WHISPER_GRACE = 5.0
 # Media URI schemes Asterisk plays itself (reference section 2); anything else is a sound name.
 MEDIA_SCHEMES = ("sound:", "recording:", "number:", "digits:", "characters:", "tone:", "http")
 
@@ -80,6 +90,7 @@ class CallControl:
     media_bridge: Callable[[], str | None] = lambda: None
     playback_timeout: float = PLAYBACK_TIMEOUT
     stasis_timeout: float = STASIS_TIMEOUT
+    media: PlayedMedia | None = None  # where Asterisk fetches audio the service made
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     handed_off: bool = False
     hung_up: bool = False
@@ -134,16 +145,15 @@ class CallControl:
         self,
         target: str,
         *,
-        whisper: str | None,
+        whisper: Whisper | None,
         ring_timeout: float,
         caller_id: str | None,
     ) -> TransferOutcome:
         """Dials `target` and bridges it with the caller when a dial template is
         configured (a `sip:` target through the SIP one, which it needs); otherwise (or
         for a `dialplan:EXTEN` target) hands the caller back to the dialplan. A whisper
-        is not played either way: it would need the target's own media."""
-        if whisper:
-            log.info("asterisk call %s: a whisper is not played on a transfer", self.channel_id)
+        is played to the target once it answers, before the bridge (`_whisper`); the
+        dialplan's own dial cannot play one."""
         if is_sip_target(target):
             if self.sip_dial_template is None:
                 log.error(
@@ -157,12 +167,18 @@ class CallControl:
                     detail=f"{target}: SIP targets need VOICECRM_ARI_SIP_DIAL_TEMPLATE",
                 )
             return await self._dial_and_bridge(
-                sip_endpoint(self.sip_dial_template, target), ring_timeout, caller_id
+                sip_endpoint(self.sip_dial_template, target), ring_timeout, caller_id, whisper
             )
         if self.dial_template is None or target.startswith(DIALPLAN_TARGET):
+            if whisper is not None:
+                log.info(
+                    "asterisk call %s: the whisper is not played: the dialplan dials %s",
+                    self.channel_id,
+                    target,
+                )
             return await self._continue_in_dialplan(target.removeprefix(DIALPLAN_TARGET))
         return await self._dial_and_bridge(
-            dial_endpoint(self.dial_template, target), ring_timeout, caller_id
+            dial_endpoint(self.dial_template, target), ring_timeout, caller_id, whisper
         )
 
     async def _continue_in_dialplan(self, extension: str) -> TransferOutcome:
@@ -179,7 +195,7 @@ class CallControl:
         return TransferOutcome(TransferStatus.ANSWERED, detail="handed to the dialplan")
 
     async def _dial_and_bridge(
-        self, endpoint: str, ring_timeout: float, caller_id: str | None
+        self, endpoint: str, ring_timeout: float, caller_id: str | None, whisper: Whisper | None
     ) -> TransferOutcome:
         if self.gone.is_set():
             raise CallEnded("the caller hung up")
@@ -188,6 +204,8 @@ class CallControl:
         leg = self.leg = Leg(TRANSFER_PREFIX + secrets.token_hex(8))
         self.legs[leg.channel_id] = leg  # before the originate: its events may come first
         bridged = False
+        # The whisper is synthesised while the target's phone rings.
+        speech = self._start_whisper(whisper)
         try:
             try:
                 await self.client.originate(
@@ -209,6 +227,11 @@ class CallControl:
             if status is not TransferStatus.ANSWERED:
                 log.info("asterisk call %s: %s: %s", self.channel_id, endpoint, status.value)
                 return TransferOutcome(status, detail=f"{endpoint}: {status.value}")
+            await self._in_stasis(leg)
+            if speech is not None:
+                await self._whisper(leg, speech)
+                if self.gone.is_set():
+                    raise CallEnded("the caller hung up during the whisper")
             try:
                 await self._bridge(leg)
             except AriError as error:
@@ -222,16 +245,74 @@ class CallControl:
             log.info("asterisk call %s: bridged with %s", self.channel_id, leg.channel_id)
             return TransferOutcome(TransferStatus.ANSWERED, detail=f"bridged with {endpoint}")
         finally:
+            if speech is not None and not speech.done():
+                speech.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SpeechProviderError):
+                    await speech
             if not bridged:
                 await self._release_transfer()
 
-    async def _bridge(self, leg: Leg) -> None:
-        """A mixing bridge with the target, then the caller moved into it from the
-        receptionist's bridge (and back, if Asterisk refuses the move)."""
+    def _start_whisper(self, whisper: Whisper | None) -> asyncio.Future[PcmAudio] | None:
+        """The whisper's synthesis, started; None when there is none to play."""
+        if whisper is None:
+            return None
+        if self.media is None or self.media.base_url is None:
+            log.info(
+                "asterisk call %s: the whisper is not played: set VOICECRM_ARI_HTTP_URL "
+                "(where Asterisk fetches the audio)",
+                self.channel_id,
+            )
+            return None
+        return asyncio.ensure_future(whisper.audio())
+
+    async def _whisper(self, leg: Leg, speech: asyncio.Future[PcmAudio]) -> None:
+        """Plays the whisper to the target, who has answered, before the caller is put
+        through, and waits for it to end (or for either of them to hang up).
+
+        Asterisk fetches the audio from this service (`PlayedMedia`), which offers it
+        only while it plays. A whisper that cannot be made or played is logged and left
+        out: the caller is put through without it rather than not at all.
+        """
+        assert self.media is not None
+        try:
+            async with asyncio.timeout(WHISPER_SYNTHESIS_TIMEOUT):
+                audio = await speech
+        except (SpeechProviderError, TimeoutError) as error:
+            log.warning("asterisk call %s: no whisper: %s", self.channel_id, error or "timeout")
+            return
+        url = self.media.offer(audio)
+        playback_id = PLAYBACK_PREFIX + secrets.token_hex(8)
+        finished = leg.expect_playback(playback_id)
+        ended = asyncio.ensure_future(leg.ended.wait())
+        gone = asyncio.ensure_future(self.gone.wait())
+        try:
+            await self.client.play(leg.channel_id, url, playback_id)
+            waits: set[asyncio.Future[Any]] = {finished, ended, gone}
+            await asyncio.wait(
+                waits,
+                timeout=audio.seconds + WHISPER_GRACE,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        except AriError as error:
+            log.warning("asterisk call %s: the whisper failed: %s", self.channel_id, error)
+        finally:
+            self.media.withdraw(url)
+            for waiter in (finished, ended, gone):
+                waiter.cancel()
+            await asyncio.gather(ended, gone, return_exceptions=True)
+
+    async def _in_stasis(self, leg: Leg) -> None:
+        """Waits (a little) for an answered target to enter the application: only then
+        can it be played to or bridged."""
         if not leg.in_stasis.is_set():  # answered (Up), but not yet in the application
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.stasis_timeout):
                     await leg.in_stasis.wait()
+
+    async def _bridge(self, leg: Leg) -> None:
+        """A mixing bridge with the target, then the caller moved into it from the
+        receptionist's bridge (and back, if Asterisk refuses the move)."""
+        await self._in_stasis(leg)
         bridge_id = TRANSFER_BRIDGE_PREFIX + secrets.token_hex(8)
         await self.client.create_bridge("mixing", bridge_id=bridge_id)
         self.bridge_id = bridge_id

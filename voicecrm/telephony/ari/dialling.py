@@ -130,9 +130,20 @@ class Leg:
         self.ended = asyncio.Event()
         self.cause = 0
         self.dialstatus = ""
+        self._playbacks: dict[str, asyncio.Future[None]] = {}
+
+    def expect_playback(self, playback_id: str) -> asyncio.Future[None]:
+        """Done when the playback `playback_id` on this channel finishes (or fails)."""
+        waiter = self._playbacks[playback_id] = asyncio.get_running_loop().create_future()
+        waiter.add_done_callback(lambda _: self._playbacks.pop(playback_id, None))
+        return waiter
 
     def on_event(self, event: ev.Event) -> None:
         match event:
+            case ev.PlaybackFinished(playback=playback):
+                waiter = self._playbacks.get(playback.id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
             case ev.StasisStart():
                 self.in_stasis.set()
                 self.answered.set()

@@ -60,6 +60,7 @@ from voicecrm.telephony.ari.errors import (
     ChannelGone,
 )
 from voicecrm.telephony.ari.events_socket import Reconnected
+from voicecrm.telephony.ari.played_media import PlayedMedia
 from voicecrm.telephony.ari.voicemail import AriRecorder
 from voicecrm.telephony.carrier_calls import (
     CallServices,
@@ -135,9 +136,11 @@ class AriApplication:
         dial_template: str | None = None,
         sip_dial_template: str | None = None,
         stasis_timeout: float = STASIS_TIMEOUT,
+        played_media: PlayedMedia | None = None,
     ) -> None:
         self.services = services
         self.client = client
+        self._played_media = played_media  # audio of ours Asterisk fetches (whispers)
         self.app = client.app
         self._events = events
         self._media_host = media_host  # told to Asterisk (ExternalMedia external_host)
@@ -331,6 +334,7 @@ class AriApplication:
             legs=self._legs,
             media_bridge=lambda: call.bridge_id,
             stasis_timeout=self._stasis_timeout,
+            media=self._played_media,
         )
         self._calls[channel.id] = call
         self._spawn(self._run(call), f"ari-call-{channel.id}", call=True)
@@ -626,18 +630,13 @@ def media_address(channel: Channel) -> tuple[str, int] | None:
 
 
 def _channel_of(event: ev.Event) -> str:
-    """The id of the channel an event is about ('' for playbacks and the like)."""
+    """The id of the channel an event is about ('' for recordings and the like)."""
     match event:
         case ev.Dial(peer=peer):
             return peer.id
-        case (
-            ev.Unknown()
-            | ev.PlaybackStarted()
-            | ev.PlaybackFinished()
-            | ev.RecordingStarted()
-            | ev.RecordingFinished()
-            | ev.RecordingFailed()
-        ):
+        case ev.PlaybackStarted(playback=playback) | ev.PlaybackFinished(playback=playback):
+            return playback.target_uri.removeprefix("channel:")
+        case ev.Unknown() | ev.RecordingStarted() | ev.RecordingFinished() | ev.RecordingFailed():
             return ""
         case _:
             return event.channel.id

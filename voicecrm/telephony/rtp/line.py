@@ -50,7 +50,7 @@ from voicecrm.audio.pacing import PlayoutClock
 from voicecrm.calls.interface import CallEnded, CallInfo, TransferOutcome
 from voicecrm.errors import VoiceCRMError
 from voicecrm.telephony.rtp import packet as rtp
-from voicecrm.voice.line import Dtmf, LineClosed, LineEvent, Media
+from voicecrm.voice.line import Dtmf, LineClosed, LineEvent, Media, Whisper
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Transfer(Protocol):
         self,
         target: str,
         *,
-        whisper: str | None,
+        whisper: Whisper | None,
         ring_timeout: float,
         caller_id: str | None,
     ) -> TransferOutcome: ...
@@ -456,7 +456,7 @@ class RtpMediaLine:
         self,
         target: str,
         *,
-        whisper: str | None,
+        whisper: Whisper | None,
         ring_timeout: float,
         caller_id: str | None,
     ) -> TransferOutcome:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from voicecrm.audio.codec import Encoding, pcm16_to_ulaw, silence
 from voicecrm.audio.frames import FRAME_SECONDS, ULAW_FRAME_BYTES, Framer
 from voicecrm.calls.interface import CallEnded, CallInfo, TransferOutcome, TransferStatus
-from voicecrm.voice.line import Dtmf, LineClosed, LineEvent, Media
+from voicecrm.voice.line import Dtmf, LineClosed, LineEvent, Media, Whisper
 
 SILENT_FRAME = silence(Encoding.ULAW, ULAW_FRAME_BYTES)
 
@@ -226,7 +226,7 @@ class EmulatedLine:
         self,
         target: str,
         *,
-        whisper: str | None,
+        whisper: Whisper | None,
         ring_timeout: float,
         caller_id: str | None,
     ) -> TransferOutcome:

@@ -26,7 +26,7 @@ from voicecrm.audio.pacing import PlayoutClock
 from voicecrm.calls.interface import CallEnded, CallInfo, TransferOutcome, TransferStatus
 from voicecrm.errors import VoiceCRMError
 from voicecrm.telephony.twilio import media_protocol as proto
-from voicecrm.voice.line import Dtmf, LineClosed, LineEvent, Media
+from voicecrm.voice.line import Dtmf, LineClosed, LineEvent, Media, Whisper
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class TwilioMediaLine:
         self,
         target: str,
         *,
-        whisper: str | None,
+        whisper: Whisper | None,
         ring_timeout: float,
         caller_id: str | None,
     ) -> TransferOutcome:
@@ -179,7 +179,7 @@ class TwilioMediaLine:
             target=target,
             caller_id=caller_id,
             ring_timeout=ring_timeout,
-            whisper=whisper,
+            whisper=whisper.text if whisper else None,
         )
         await self._end("transferred")
         return TransferOutcome(TransferStatus.ANSWERED, detail="handed to Twilio <Dial>")
