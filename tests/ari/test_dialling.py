@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.ari.conftest import finished, service_settings, speech, the_call, write_scenarios
+from tests.ari.conftest import (
+    CALL_TIMEOUT,
+    finished,
+    service_settings,
+    speech,
+    the_call,
+    write_scenarios,
+)
 from tests.conftest import TeamWorld
 from tests.fakes.fake_asterisk import (
     APP,
@@ -201,6 +208,27 @@ async def test_a_whisper_is_left_out_without_an_address_asterisk_can_fetch_it_fr
     assert outcome.status is not TransferStatus.ANSWERED  # nobody feeds it the Dial events
     assert len(originated(fake_asterisk)) == 1
     assert "the whisper is not played: set VOICECRM_ARI_HTTP_URL" in caplog.text
+
+
+async def test_the_service_stops_at_once_with_a_transfer_just_bridged(
+    service: AriApplication,
+    running: TestClient[Any, Any],
+    fake_asterisk: FakeAsterisk,
+    openai_server: FakeOpenAI,
+) -> None:
+    """Stopping cancels the call while it tidies the receptionist's media away after the
+    bridge; that cancellation must stop it, not leave it waiting for a hang-up."""
+    openai_server.script += [speech(0.3)]  # "Connecting you."
+    fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
+    caller = await fake_asterisk.inject_call("+14155550123", DESK)
+    await fake_asterisk.wait_request("POST", "/channels")
+    (target,) = originated(fake_asterisk)
+    await fake_asterisk.wait_until(
+        lambda: any(set(b["channels"]) == {caller, target} for b in fake_asterisk.bridges.values())
+    )
+    async with asyncio.timeout(CALL_TIMEOUT):
+        await running.close()
+    assert service.calls_in_progress == 0
 
 
 @pytest.mark.parametrize("leaving", ["target", "caller"])

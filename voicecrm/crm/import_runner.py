@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from voicecrm.accounts.actor import Actor
+from voicecrm.cancellation import cancel_and_wait
 from voicecrm.crm import import_jobs
 from voicecrm.crm.csv_import import CheckedFile, ImportOptions, ImportReport, import_contacts
 from voicecrm.errors import VoiceCRMError
@@ -104,9 +105,7 @@ class ImportRunner:
             async with self._database.transaction() as session:
                 await import_jobs.finish(session, job_id, report)
         finally:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
+            await cancel_and_wait(beating)
             await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def _fail(self, job_id: int, message: str, report: ImportReport | None) -> None:

@@ -14,7 +14,6 @@ verbs speak through `Playback` and listen through the `Listener`'s inbox:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
@@ -36,6 +35,7 @@ from voicecrm.calls.interface import (
     TransferStatus,
 )
 from voicecrm.calls.latency import TurnLatency
+from voicecrm.cancellation import cancel_and_wait
 from voicecrm.voice.line import AudioLine, Whisper
 from voicecrm.voice.listener import Closed, DigitPressed, InboxItem, Listener, TimedOut
 from voicecrm.voice.playback import Playback
@@ -126,9 +126,7 @@ class VoiceCall:
         tb: TracebackType | None,
     ) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await cancel_and_wait(self._reader)
             self._reader = None
         # Voicemail transcripts nobody waited for: the call is over, so is their use.
         unfinished = list(self._transcribing)
@@ -432,11 +430,7 @@ class VoiceCall:
                 getter = asyncio.ensure_future(echoed.get())
                 waiter = asyncio.ensure_future(self._next())
                 done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                for task in (getter, waiter):
-                    if task not in done:
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+                await cancel_and_wait(*(task for task in (getter, waiter) if task not in done))
                 if getter in done:
                     await self._line.send(getter.result())
                 if waiter in done:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicecrm.calls.interface import CallEnded, TransferOutcome, TransferStatus
+from voicecrm.cancellation import cancel_and_wait
 from voicecrm.telephony.ari.client import AriClient
 from voicecrm.telephony.ari.dialling import (
     TRANSFER_ARG,
@@ -137,9 +138,7 @@ class CallControl:
                 raise CallEnded("the caller hung up during a playback")
         finally:
             self.playbacks.pop(playback_id, None)
-            gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
+            await cancel_and_wait(gone)
 
     async def transfer(
         self,
@@ -245,10 +244,9 @@ class CallControl:
             log.info("asterisk call %s: bridged with %s", self.channel_id, leg.channel_id)
             return TransferOutcome(TransferStatus.ANSWERED, detail=f"bridged with {endpoint}")
         finally:
-            if speech is not None and not speech.done():
-                speech.cancel()
-                with contextlib.suppress(asyncio.CancelledError, SpeechProviderError):
-                    await speech
+            if speech is not None:
+                with contextlib.suppress(SpeechProviderError):  # logged where it was awaited
+                    await cancel_and_wait(speech)
             if not bridged:
                 await self._release_transfer()
 
@@ -297,9 +295,7 @@ class CallControl:
             log.warning("asterisk call %s: the whisper failed: %s", self.channel_id, error)
         finally:
             self.media.withdraw(url)
-            for waiter in (finished, ended, gone):
-                waiter.cancel()
-            await asyncio.gather(ended, gone, return_exceptions=True)
+            await cancel_and_wait(finished, ended, gone)
 
     async def _in_stasis(self, leg: Leg) -> None:
         """Waits (a little) for an answered target to enter the application: only then

@@ -16,9 +16,9 @@ can simply await its answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from voicecrm.calls.interface import TransferStatus
+from voicecrm.cancellation import cancel_and_wait
 from voicecrm.errors import ConfigurationError
 from voicecrm.telephony.ari import events as ev
 
@@ -179,11 +179,7 @@ class Leg:
         try:
             await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for wait in waits:
-                wait.cancel()
-            for wait in waits:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await wait
+            await cancel_and_wait(*waits)
         if caller_gone.is_set():
             return None
         if self.ended.is_set():
@@ -201,8 +197,4 @@ class Leg:
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for wait in waits:
-                wait.cancel()
-            for wait in waits:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await wait
+            await cancel_and_wait(*waits)

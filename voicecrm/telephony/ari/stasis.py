@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from voicecrm.calls.interface import CallInfo, Direction
+from voicecrm.cancellation import cancel_and_wait
 from voicecrm.crm import call_log
 from voicecrm.errors import NotFound, VoiceCRMError
 from voicecrm.scenarios.crm_actions import ScenarioCRM
@@ -172,9 +173,7 @@ class AriApplication:
         """Stops reading events, then cancels every call and waits for each to tidy up."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
+            await cancel_and_wait(consumer)
         await self._events.aclose()
         while self._tasks:
             tasks = list(self._tasks)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicecrm.calls.interface import CallEnded
+from voicecrm.cancellation import cancel_and_wait
 from voicecrm.errors import VoiceCRMError
 from voicecrm.telephony.ari import events as ev
 from voicecrm.telephony.ari.client import AriClient, LiveRecording
@@ -197,9 +198,7 @@ class AriRecorder:
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
-            gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
+            await cancel_and_wait(gone)
         if waiter.done():
             return waiter.result()
         if not done:

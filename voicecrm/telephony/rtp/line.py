@@ -48,6 +48,7 @@ from voicecrm.audio.comfort import comfort_noise
 from voicecrm.audio.frames import FRAME_SAMPLES, FRAME_SECONDS
 from voicecrm.audio.pacing import PlayoutClock
 from voicecrm.calls.interface import CallEnded, CallInfo, TransferOutcome
+from voicecrm.cancellation import cancel_and_wait
 from voicecrm.errors import VoiceCRMError
 from voicecrm.telephony.rtp import packet as rtp
 from voicecrm.voice.line import Dtmf, LineClosed, LineEvent, Media, Whisper
@@ -179,9 +180,7 @@ class RtpMediaLine:
         self.close(reason)
         sender, self._sender = self._sender, None
         if sender is not None:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            await cancel_and_wait(sender)
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
