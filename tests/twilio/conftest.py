@@ -76,6 +76,16 @@ SCENARIOS = {
           bye:
             say: "Goodbye."
     """,
+    "messages.yaml": """
+        name: messages
+        numbers: ["+14155550108"]
+        settings: {twilio_mode: twiml}
+        steps:
+          message:
+            voicemail: {prompt: "Please leave a message.", max_seconds: 90, silence_seconds: 4}
+          bye:
+            say: "Thanks, goodbye."
+    """,
     "handover.yaml": """
         name: handover
         numbers: ["+14155550109"]

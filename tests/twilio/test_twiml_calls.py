@@ -11,10 +11,12 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from tests.twilio.conftest import PUBLIC, call_fields, post_signed
-from voicecrm.crm.models import CallRecord, Note
+from voicecrm.crm import timeline
+from voicecrm.crm.models import CallRecord, Note, TimelineEvent
 from voicecrm.storage import Database
 
 INTAKE = "+14155550102"
+MESSAGES = "+14155550108"
 
 
 def gather_path(twiml: str) -> str:
@@ -117,3 +119,59 @@ async def test_a_whisper_webhook_needs_twilios_signature_and_words(
     assert response.headers["Content-Type"].startswith("application/problem+json")
     status, body = await post_signed(twilio, "/twilio/whisper?language=en-US", leg)
     assert status == 400 and "no text" in body
+
+
+def record_path(twiml: str) -> str:
+    match = re.search(r'<Record action="https://voicecrm\.example\.com([^"]+)"', twiml)
+    assert match is not None, twiml
+    return match.group(1).replace("&amp;", "&")
+
+
+async def test_twilio_records_a_voicemail_and_the_call_goes_on_with_it(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    """`<Record>` with the step's silence, length and key; its action resumes the
+    scenario after the voicemail, which is on the timeline once, however often Twilio
+    retries the webhook."""
+    sid = "CA" + "7" * 32
+    status, first = await post_signed(twilio, "/twilio/voice", call_fields(sid, to=MESSAGES))
+    assert status == 200
+    assert '<Say language="en-US">Please leave a message.</Say>' in first
+    assert re.search(
+        r'<Record action="[^"]+" finishOnKey="#" maxLength="90" method="POST" '
+        r'playBeep="true" timeout="4" />',
+        first,
+    ), first
+    recording = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE7"
+    message = call_fields(sid, to=MESSAGES, RecordingUrl=recording, RecordingDuration="7")
+    status, second = await post_signed(twilio, record_path(first), {**message, "Digits": "#"})
+    assert status == 200
+    assert "Thanks, goodbye." in second and "Please leave a message." not in second
+    retried = await post_signed(twilio, record_path(first), {**message, "Digits": "#"})
+    assert retried == (200, second)
+
+    async with database.transaction(read_only=True) as session:
+        record = (await session.scalars(select(CallRecord))).one()
+        assert record.contact_id is not None
+        page = await timeline.page(session, record.contact_id, limit=20)
+    (voicemail,) = [e for e in page.events if e.kind == "voicemail"]
+    assert voicemail.data["recording_url"] == recording
+    assert voicemail.data["duration_seconds"] == 7
+    assert record.state["variables"]["voicemail"] == recording
+    assert record.state["outcome"] == "completed"
+
+
+async def test_a_record_that_caught_nothing_saves_no_voicemail(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    sid = "CA" + "8" * 32
+    _, first = await post_signed(twilio, "/twilio/voice", call_fields(sid, to=MESSAGES))
+    bad = call_fields(sid, to=MESSAGES, RecordingUrl="x", RecordingDuration="long")
+    status, body = await post_signed(twilio, record_path(first), bad)
+    assert status == 400 and "RecordingDuration" in body
+    nothing = call_fields(sid, to=MESSAGES, RecordingUrl="", RecordingDuration="0")
+    status, second = await post_signed(twilio, record_path(first), nothing)
+    assert status == 200 and "Thanks, goodbye." in second
+    async with database.transaction(read_only=True) as session:
+        kinds = list(await session.scalars(select(TimelineEvent.kind)))
+    assert "voicemail" not in kinds

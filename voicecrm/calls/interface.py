@@ -128,6 +128,11 @@ class Recording:
         return await self.pending_transcript
 
 
+# What a suspended call resumes with (`CallSuspended`): the caller's answer to a gather,
+# or the message a carrier recorded in its own time (TwiML's <Record>).
+ResumeAnswer = GatherResult | Recording
+
+
 class Call(Protocol):
     """One live phone call, whatever carries it."""
 

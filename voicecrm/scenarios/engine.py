@@ -18,7 +18,15 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from voicecrm.calls.interface import Call, CallEnded, CallSuspended, GatherResult, Spoken
+from voicecrm.calls.interface import (
+    Call,
+    CallEnded,
+    CallSuspended,
+    GatherResult,
+    Recording,
+    ResumeAnswer,
+    Spoken,
+)
 from voicecrm.errors import VoiceCRMError
 from voicecrm.scenarios import models as m
 from voicecrm.scenarios.crm_actions import ScenarioCRM
@@ -77,7 +85,7 @@ class Engine:
             started_at=self.clock().isoformat(),
         )
 
-    async def run(self, state: CallState, *, answer: GatherResult | None = None) -> CallState:
+    async def run(self, state: CallState, *, answer: ResumeAnswer | None = None) -> CallState:
         """Run until the call ends or suspends; returns the state to save.
 
         What steps left to finish off the call's path (`after`) is done before it
@@ -104,11 +112,17 @@ class Engine:
                     exc_info=outcome,
                 )
 
-    async def _run_steps(self, state: CallState, answer: GatherResult | None) -> CallState:
+    async def _run_steps(self, state: CallState, answer: ResumeAnswer | None) -> CallState:
         self.state = state
         if not state.started_at:
             state.started_at = self.clock().isoformat()
-        if answer is not None:
+        if isinstance(answer, Recording):
+            state.pending_input = {
+                "recording_url": answer.url,
+                "recording_seconds": answer.duration_seconds,
+            }
+            state.awaiting = None
+        elif answer is not None:
             state.pending_input = {
                 "digits": answer.digits,
                 "speech": answer.speech,
@@ -288,6 +302,18 @@ class Engine:
         if text:
             return self.state.say("caller", text, self.clock())
         return None
+
+    def take_pending_recording(self) -> Recording | None:
+        """The message a suspended voicemail step resumes with (url "" when the caller
+        left none); None when it did not suspend, and must record now."""
+        pending = self.state.pending_input
+        if pending is None or "recording_url" not in pending:
+            return None
+        self.state.pending_input = None
+        return Recording(
+            url=pending["recording_url"] or "",
+            duration_seconds=float(pending.get("recording_seconds") or 0),
+        )
 
     def take_pending_input(self) -> GatherResult | None:
         pending = self.state.pending_input

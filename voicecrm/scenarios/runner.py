@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from voicecrm.accounts.actor import Actor
-from voicecrm.calls.interface import Call, GatherResult
+from voicecrm.calls.interface import Call, ResumeAnswer
 from voicecrm.crm import call_log
 from voicecrm.crm.call_log import NewCall, TranscriptLine
 from voicecrm.scenarios.crm_actions import ScenarioCRM
@@ -43,7 +43,7 @@ async def run_call(
     llm: LanguageModel | None = None,
     http: HttpClient | None = None,
     state: CallState | None = None,
-    answer: GatherResult | None = None,
+    answer: ResumeAnswer | None = None,
 ) -> CallRun:
     """Run (or resume, given `state` and the caller's `answer`) a call through `scenario`."""
     crm = ScenarioCRM(database, actor)

@@ -56,11 +56,15 @@ async def transfer(engine: Engine, name: str, step: m.TransferStep) -> str:
 
 async def voicemail(engine: Engine, name: str, step: m.VoicemailStep) -> str:
     args = step.voicemail or m.VoicemailArgs()
-    if args.prompt:
-        await engine.say(await engine.render_now(args.prompt))
-    recording = await engine.call.record(
-        max_seconds=args.max_seconds, beep=args.beep, silence_seconds=args.silence_seconds
-    )
+    recording = engine.take_pending_recording()  # resumed: the carrier recorded it
+    if recording is None:
+        if args.prompt:
+            await engine.say(await engine.render_now(args.prompt))
+        recording = await engine.call.record(
+            max_seconds=args.max_seconds, beep=args.beep, silence_seconds=args.silence_seconds
+        )
+    elif not (recording.url and recording.duration_seconds > 0):
+        recording = None  # the caller left no message
     if recording is None:
         engine.state.variables["voicemail"] = ""
         return NEXT

@@ -3,8 +3,9 @@
 For businesses with no speech providers: Twilio speaks (`<Say>`) and listens
 (`<Gather input="speech dtmf">`) itself. Each webhook runs the scenario from
 its saved state until it must wait for the caller; `gather` then adds a
-`<Gather>` whose action is the next webhook and suspends the call. The state
-lives in the database, so the next webhook may reach another instance.
+`<Gather>` whose action is the next webhook and suspends the call, and `record`
+(a voicemail) a `<Record>` with the same action. The state lives in the
+database, so the next webhook may reach another instance.
 """
 
 from __future__ import annotations
@@ -147,7 +148,23 @@ class TwimlCall:
         finish_on_key: str | None = "#",
         silence_seconds: int = VOICEMAIL_SILENCE_SECONDS,
     ) -> Recording | None:
-        raise NeedsMediaStreams("voicemail on TwiML-only calls is not built yet; use a stream")
+        """Twilio records (`<Record>`) and the call suspends; its action, the next gather
+        webhook, resumes the voicemail step with the message (`Engine.take_pending_recording`).
+
+        The message is Twilio's recording, linked where it lies; it is not transcribed, as
+        a TwiML-only call has no speech provider of the service's own.
+        """
+        attributes: dict[str, object] = {
+            "action": self._gather_url,
+            "method": "POST",
+            "timeout": silence_seconds,
+            "max_length": max(1, round(max_seconds)),
+            "play_beep": beep,
+        }
+        if finish_on_key is not None:
+            attributes["finish_on_key"] = finish_on_key
+        self.response.record(**attributes)
+        raise CallSuspended("waiting for Twilio's <Record> webhook")
 
     async def echo(self, seconds: float) -> None:
         raise NeedsMediaStreams("the echo test needs the call's audio: use a Media Stream")

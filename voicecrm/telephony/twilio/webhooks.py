@@ -28,7 +28,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-from voicecrm.calls.interface import CallInfo, Direction, GatherResult
+from voicecrm.calls.interface import CallInfo, Direction, GatherResult, Recording, ResumeAnswer
 from voicecrm.calls.outbound import Answerer
 from voicecrm.crm import call_log
 from voicecrm.crm.call_log import FINAL_STATUSES, NewCall
@@ -312,7 +312,7 @@ async def _run_twiml(
     *,
     state: CallState | None,
     turn: int,
-    answer: GatherResult | None = None,
+    answer: ResumeAnswer | None = None,
 ) -> web.Response:
     """Run the scenario until it waits for the caller; answer with the TwiML it wrote.
 
@@ -350,7 +350,8 @@ async def _run_twiml(
 async def gather_answer(
     request: web.Request, services: TwilioServices, fields: Mapping[str, str]
 ) -> web.Response:
-    """The caller's answer to a `<Gather>`: resume the scenario where it waited."""
+    """The caller's answer to a `<Gather>`, or the message a `<Record>` took: resume the
+    scenario where it waited."""
     try:
         call_id = int(request.query.get("call_id", ""))
         turn = int(request.query.get("turn", ""))
@@ -384,16 +385,32 @@ async def gather_answer(
     except NotFound:
         return problem(409, "Conflict", f"the call's scenario {scenario_name!r} is gone")
     state = engine_state(saved)
+    answer = _resume_answer(fields)
+    if isinstance(answer, web.Response):
+        return answer
+    return await _run_twiml(
+        request, services, scenario, info, call_id, state=state, turn=turn + 1, answer=answer
+    )
+
+
+def _resume_answer(fields: Mapping[str, str]) -> ResumeAnswer | web.Response:
+    """What the call resumes with: a `<Record>`'s message (its action carries
+    `RecordingUrl` and `RecordingDuration`, both empty when nothing was recorded) or a
+    `<Gather>`'s answer; a 400 problem for numbers that are not numbers."""
+    if "RecordingUrl" in fields or "RecordingDuration" in fields:
+        duration = fields.get("RecordingDuration", "")
+        try:
+            seconds = float(duration) if duration else 0.0
+        except ValueError:
+            return problem(400, "Bad Request", f"RecordingDuration {duration!r} is not a number")
+        return Recording(url=fields.get("RecordingUrl", ""), duration_seconds=seconds)
     confidence = fields.get("Confidence", "")
     try:
         level = float(confidence) if confidence else None
     except ValueError:
         return problem(400, "Bad Request", f"Confidence {confidence!r} is not a number")
-    answer = GatherResult(
+    return GatherResult(
         digits=fields.get("Digits", ""), speech=fields.get("SpeechResult", ""), confidence=level
-    )
-    return await _run_twiml(
-        request, services, scenario, info, call_id, state=state, turn=turn + 1, answer=answer
     )
 
 
