@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ from voicecrm.telephony.ari.dialling import (
     unanswered_status,
 )
 from voicecrm.telephony.ari.outbound import AriOutbound, check_configured
-from voicecrm.telephony.ari.played_media import PlayedMedia
+from voicecrm.telephony.ari.played_media import PLAYED_MEDIA, PlayedMedia
 from voicecrm.telephony.ari.stasis import AriApplication
 from voicecrm.voice.line import Whisper
 from voicecrm.voice.ports import PcmAudio
@@ -183,6 +183,36 @@ async def test_the_target_hears_the_whisper_before_the_caller_is_put_through(
     assert gone.status == 404
     assert gone.headers["Content-Type"].startswith("application/problem+json")
 
+    await fake_asterisk.hang_up(caller)
+    await finished(service)
+
+
+async def test_a_whisper_asterisk_cannot_fetch_is_left_out_and_the_log_says_where(
+    service: AriApplication,
+    running: TestClient[Any, Any],
+    fake_asterisk: FakeAsterisk,
+    openai_server: FakeOpenAI,
+    unused_tcp_port_factory: Callable[[], int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """VOICECRM_ARI_HTTP_URL names an address that does not reach the service: the
+    playback fails, the caller is put through all the same, and the log says why."""
+    wrong = f"http://127.0.0.1:{unused_tcp_port_factory()}"  # nobody listens there
+    running.app[PLAYED_MEDIA].base_url = wrong
+    openai_server.script += [speech(0.3), speech(0.8)]  # "Connecting you.", the whisper
+    fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
+    with caplog.at_level(logging.WARNING, logger="voicecrm.telephony.ari.call_control"):
+        caller = await fake_asterisk.inject_call("+14155550123", WHISPERED)
+        await fake_asterisk.wait_request("POST", "/channels")
+        (target,) = originated(fake_asterisk)
+        await fake_asterisk.wait_until(
+            lambda: any(
+                set(b["channels"]) == {caller, target} for b in fake_asterisk.bridges.values()
+            )
+        )
+    ((channel, url, status, _body),) = fake_asterisk.fetched_media
+    assert (channel, status) == (target, 0) and url.startswith(wrong)
+    assert f"can it fetch {wrong}" in caplog.text
     await fake_asterisk.hang_up(caller)
     await finished(service)
 

@@ -291,6 +291,13 @@ class CallControl:
                 timeout=audio.seconds + WHISPER_GRACE,
                 return_when=asyncio.FIRST_COMPLETED,
             )
+            if finished.done() and finished.result() == "failed":
+                log.warning(
+                    "asterisk call %s: Asterisk could not play the whisper: can it fetch %s "
+                    "(VOICECRM_ARI_HTTP_URL must reach this instance)?",
+                    self.channel_id,
+                    self.media.base_url,
+                )
         except AriError as error:
             log.warning("asterisk call %s: the whisper failed: %s", self.channel_id, error)
         finally:

@@ -130,10 +130,11 @@ class Leg:
         self.ended = asyncio.Event()
         self.cause = 0
         self.dialstatus = ""
-        self._playbacks: dict[str, asyncio.Future[None]] = {}
+        self._playbacks: dict[str, asyncio.Future[str]] = {}
 
-    def expect_playback(self, playback_id: str) -> asyncio.Future[None]:
-        """Done when the playback `playback_id` on this channel finishes (or fails)."""
+    def expect_playback(self, playback_id: str) -> asyncio.Future[str]:
+        """Done, with the playback's last state (`done`, or `failed` where Asterisk
+        reports it), when the playback `playback_id` on this channel finishes."""
         waiter = self._playbacks[playback_id] = asyncio.get_running_loop().create_future()
         waiter.add_done_callback(lambda _: self._playbacks.pop(playback_id, None))
         return waiter
@@ -143,7 +144,7 @@ class Leg:
             case ev.PlaybackFinished(playback=playback):
                 waiter = self._playbacks.get(playback.id)
                 if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
+                    waiter.set_result(playback.state)
             case ev.StasisStart():
                 self.in_stasis.set()
                 self.answered.set()
