@@ -3,20 +3,29 @@ between webhooks, and any instance may take the next one."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import textwrap
+from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import unescape
+from xml.sax.saxutils import escape, unescape
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp.plugin import AiohttpClient, AiohttpServer
 from sqlalchemy import select
 
+from tests.conftest import TeamWorld
 from tests.twilio.conftest import PUBLIC, call_fields, post_signed
+from voicecrm.app import build_app
+from voicecrm.config import Settings
 from voicecrm.crm import timeline
 from voicecrm.crm.models import CallRecord, Note, TimelineEvent
 from voicecrm.storage import Database
 
 INTAKE = "+14155550102"
 MESSAGES = "+14155550108"
+LOOKUP = "+14155550107"
 
 
 def gather_path(twiml: str) -> str:
@@ -175,3 +184,77 @@ async def test_a_record_that_caught_nothing_saves_no_voicemail(
     async with database.transaction(read_only=True) as session:
         kinds = list(await session.scalars(select(TimelineEvent.kind)))
     assert "voicemail" not in kinds
+
+
+async def test_a_gather_answer_sent_twice_at_once_runs_the_scenario_once(
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    settings: Settings,
+    world: TeamWorld,
+    tmp_path: Path,
+    database: Database,
+) -> None:
+    """Twilio retries a webhook it gave up waiting for, maybe to another instance, while
+    the first request still runs the turn (here, held in a slow lookup). The retry is
+    told to wait and ask again; it then gets what the first answered, and the turn's
+    work (the lookup, the note) happens once."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+    lookups: list[dict[str, Any]] = []
+
+    async def lookup(request: web.Request) -> web.Response:
+        lookups.append(await request.json())
+        arrived.set()
+        await release.wait()
+        return web.json_response({"status": "shipped"})
+
+    orders = web.Application()
+    orders.router.add_post("/lookup", lookup)
+    server = await aiohttp_server(orders)
+    folder = tmp_path / "lookup-scenarios"
+    folder.mkdir()
+    (folder / "lookup.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            name: lookup
+            numbers: ["{LOOKUP}"]
+            settings: {{twilio_mode: twiml}}
+            steps:
+              ask:
+                gather: {{prompt: "Your order number?", input: [dtmf], num_digits: 4,
+                          save_as: order}}
+              look_up:
+                http_request: {{method: POST, url: "{server.make_url("/lookup")}",
+                                json: {{order: "{{{{ order }}}}"}}, timeout: 30, save_as: found}}
+              note:
+                create_crm_note: "Order {{{{ order }}}} looked up"
+              tell:
+                say: "Order {{{{ order }}}} is {{{{ found.status }}}}."
+            """
+        )
+    )
+    twilio = await aiohttp_client(
+        build_app(settings.model_copy(update={"scenarios_dir": str(folder)}))
+    )
+    sid = "CA" + "9" * 32
+    _, first = await post_signed(twilio, "/twilio/voice", call_fields(sid, to=LOOKUP))
+    path = gather_path(first)
+    answer = call_fields(sid, to=LOOKUP, Digits="1234")
+    answering = asyncio.create_task(post_signed(twilio, path, answer))
+    await arrived.wait()  # the first request is in the lookup, the turn claimed
+
+    async with asyncio.timeout(10):  # a guard: run twice, the retry would wait on the lookup
+        status, retried = await post_signed(twilio, path, answer)
+    assert status == 200
+    assert retried.endswith(
+        f'<Pause length="1" /><Redirect method="POST">{escape(PUBLIC + path)}</Redirect></Response>'
+    )
+    release.set()
+    status, answered = await answering
+    assert status == 200 and "Order 1234 is shipped." in answered
+    # Asked again, as the pause and redirect make Twilio do: what the first request said.
+    assert await post_signed(twilio, path, call_fields(sid, to=LOOKUP)) == (200, answered)
+
+    assert lookups == [{"order": "1234"}]
+    async with database.transaction(read_only=True) as session:
+        notes = list(await session.scalars(select(Note.content)))
+    assert notes == ["Order 1234 looked up"]

@@ -227,11 +227,19 @@ async def get_call(session: AsyncSession, actor: Actor, call_id: int) -> CallRec
     return record
 
 
+async def lock_call(session: AsyncSession, actor: Actor, call_id: int) -> CallRecord:
+    """The call's row as last committed, locked until the transaction ends: for a
+    decision that two requests about the call, handled at once, must not both take."""
+    return await _as_committed(session, await get_call(session, actor, call_id))
+
+
 async def save_state(
     session: AsyncSession, actor: Actor, call_id: int, state: dict[str, Any]
 ) -> None:
+    """Save the engine's state; what a carrier keeps beside it in the same column (its
+    own keys, such as the TwiML last answered) stays."""
     record = await get_call(session, actor, call_id)
-    record.state = state
+    record.state = {**(record.state or {}), **state}
     record.updated_at = utcnow()
 
 

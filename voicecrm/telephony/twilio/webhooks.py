@@ -9,6 +9,13 @@ for a transfer (its whisper said by the `/twilio/whisper` webhook to the
 person who answers, `dialling`), `<Hangup/>` otherwise. Status callbacks close the call's
 row with Twilio's final status; a retried or late callback changes nothing.
 
+A TwiML-only call runs its scenario in the webhooks themselves, a turn per
+`<Gather>` answer. A retried webhook (Twilio gave up waiting, maybe on another
+instance) must not run a turn twice: the request that runs it claims the turn
+under the call row's lock (`ANSWERING`), a duplicate arriving meanwhile is told
+to pause and ask again (`_hold_on`), and one arriving after gets the TwiML the
+turn produced.
+
 A call this service placed (`TwilioOutbound`) comes back to the same voice
 webhook with its row's id in the URL: it runs the scenario it was placed for,
 with the callee's contact, not the scenario of any dialled number. With
@@ -141,6 +148,12 @@ def _uses_twiml(services: TwilioServices, scenario: Scenario) -> bool:
     return (services.mode if mode == "default" else mode) == "twiml"
 
 
+# In a TwiML call's state while a request runs its scenario for the turn it names (0: the
+# first webhook): a duplicate of that webhook, on any instance, waits instead of running
+# the scenario a second time.
+ANSWERING = "twilio_answering"
+
+
 async def incoming_call(
     request: web.Request, services: TwilioServices, fields: Mapping[str, str]
 ) -> web.Response:
@@ -186,10 +199,15 @@ async def incoming_call(
             ),
         )
         call_id = record.id
-        saved = dict(record.state or {})
-    if _uses_twiml(services, scenario):
-        if "twilio_twiml" in saved:  # Twilio retried this webhook: the same answer again
-            return web.Response(text=saved["twilio_twiml"], content_type="text/xml")
+        uses_twiml = _uses_twiml(services, scenario)
+        if uses_twiml:
+            saved = dict((await call_log.lock_call(session, services.actor, call_id)).state or {})
+            if "twilio_twiml" in saved:  # Twilio retried this webhook: the same answer again
+                return web.Response(text=saved["twilio_twiml"], content_type="text/xml")
+            if ANSWERING in saved:  # the same webhook, being answered by another request
+                return _hold_on(request, services)
+            record.state = {**saved, ANSWERING: 0}
+    if uses_twiml:
         return await _run_twiml(request, services, scenario, info, call_id, state=None, turn=1)
     return _connect_stream(public_base(request, services.public_url), call_id)
 
@@ -241,7 +259,8 @@ async def placed_call_answered(
         found = await _placed_call(session, services, request, sid)
         if isinstance(found, web.Response):
             return found
-        record = found
+        # Locked: a duplicate of this webhook handled at once sees what this one decided.
+        record = await call_log.lock_call(session, services.actor, found.id)
         saved = dict(record.state or {})
         if "twilio_twiml" in saved:  # Twilio retried this webhook: the same answer again
             return web.Response(text=saved["twilio_twiml"], content_type="text/xml")
@@ -327,23 +346,31 @@ async def _run_twiml(
         voice=scenario.settings.voice,
         language=scenario.settings.language,
     )
-    run = await run_call(
-        services.database,
-        services.actor,
-        scenario,
-        call,
-        channel=CHANNEL,
-        llm=services.llm,
-        http=services.http,
-        state=state,
-        answer=answer,
-    )
+    try:
+        run = await run_call(
+            services.database,
+            services.actor,
+            scenario,
+            call,
+            channel=CHANNEL,
+            llm=services.llm,
+            http=services.http,
+            state=state,
+            answer=answer,
+        )
+    except BaseException:
+        # The turn was not answered: a retry of the webhook may run it.
+        async with services.database.transaction(quick=True) as session:
+            record = await call_log.lock_call(session, services.actor, call_id)
+            record.state = {k: v for k, v in (record.state or {}).items() if k != ANSWERING}
+        raise
     if run.state.finished and not call.ended:
         call.response.hangup()
     text = str(call.response)
     async with services.database.transaction(quick=True) as session:
-        record = await call_log.get_call(session, services.actor, call_id)
-        record.state = {**(record.state or {}), "twilio_twiml": text, "twilio_turn": turn}
+        record = await call_log.lock_call(session, services.actor, call_id)
+        kept = {k: v for k, v in (record.state or {}).items() if k != ANSWERING}
+        record.state = {**kept, "twilio_twiml": text, "twilio_turn": turn}
     return web.Response(text=text, content_type="text/xml")
 
 
@@ -357,14 +384,31 @@ async def gather_answer(
         turn = int(request.query.get("turn", ""))
     except ValueError:
         return problem(400, "Bad Request", "the gather URL needs call_id and turn numbers")
-    async with services.database.transaction(read_only=True, quick=True) as session:
+    answer = _resume_answer(fields)
+    if isinstance(answer, web.Response):
+        return answer
+    async with services.database.transaction(quick=True) as session:
         try:
-            record = await call_log.get_call(session, services.actor, call_id)
+            record = await call_log.lock_call(session, services.actor, call_id)
         except NotFound:
             return problem(404, "Not Found", f"call {call_id} does not exist")
         if record.external_id != fields["CallSid"]:
             return problem(400, "Bad Request", "this gather belongs to another call")
         saved = dict(record.state or {})
+        if saved.get("twilio_turn") != turn or not saved.get("awaiting"):
+            # A retry, or an answer to a prompt already answered: repeat what was said last.
+            response = VoiceResponse()
+            response.hangup()
+            return web.Response(
+                text=saved.get("twilio_twiml") or str(response), content_type="text/xml"
+            )
+        if saved.get(ANSWERING) == turn:
+            return _hold_on(request, services)
+        try:
+            scenario = services.scenarios.library.get(record.scenario or "")
+        except NotFound:
+            return problem(409, "Conflict", f"the call's scenario {record.scenario!r} is gone")
+        record.state = {**saved, ANSWERING: turn}  # this request runs the turn (`_run_twiml`)
         info = CallInfo(
             call_id=record.external_id,
             direction=Direction(record.direction),
@@ -372,25 +416,26 @@ async def gather_answer(
             to_number=record.to_number,
             channel=CHANNEL,
         )
-        scenario_name = record.scenario
-    if saved.get("twilio_turn") != turn or not saved.get("awaiting"):
-        # A retry, or an answer to a prompt already answered: repeat what was said last.
-        response = VoiceResponse()
-        response.hangup()
-        return web.Response(
-            text=saved.get("twilio_twiml") or str(response), content_type="text/xml"
-        )
-    try:
-        scenario = services.scenarios.library.get(scenario_name or "")
-    except NotFound:
-        return problem(409, "Conflict", f"the call's scenario {scenario_name!r} is gone")
-    state = engine_state(saved)
-    answer = _resume_answer(fields)
-    if isinstance(answer, web.Response):
-        return answer
     return await _run_twiml(
-        request, services, scenario, info, call_id, state=state, turn=turn + 1, answer=answer
+        request,
+        services,
+        scenario,
+        info,
+        call_id,
+        state=engine_state(saved),
+        turn=turn + 1,
+        answer=answer,
     )
+
+
+def _hold_on(request: web.Request, services: TwilioServices) -> web.Response:
+    """The answer to a webhook that another request for the same turn is answering (a
+    retry, on this instance or another): a second's pause, then this webhook again,
+    which by then repeats what that request said."""
+    response = VoiceResponse()
+    response.pause(length=1)
+    response.redirect(public_base(request, services.public_url) + request.path_qs, method="POST")
+    return twiml(response)
 
 
 def _resume_answer(fields: Mapping[str, str]) -> ResumeAnswer | web.Response:
