@@ -143,6 +143,18 @@ def originated(fake: FakeAsterisk) -> list[str]:
     ]
 
 
+async def bridged_transfer(fake: FakeAsterisk, dialled: str) -> tuple[str, str]:
+    """A call to `dialled` comes in and its scenario transfers it: once the target has
+    answered and the caller is bridged with it, the caller's and the target's channels."""
+    caller = await fake.inject_call("+14155550123", dialled)
+    await fake.wait_request("POST", "/channels")
+    (target,) = originated(fake)
+    await fake.wait_until(
+        lambda: any(set(b["channels"]) == {caller, target} for b in fake.bridges.values())
+    )
+    return caller, target
+
+
 def said(record: CallRecord) -> list[tuple[str, str]]:
     return [(line["speaker"], line["text"]) for line in record.state["transcript"]]
 
@@ -159,12 +171,7 @@ async def test_the_target_hears_the_whisper_before_the_caller_is_put_through(
     offered no longer once it has played."""
     openai_server.script += [speech(0.3), speech(0.8)]  # "Connecting you.", the whisper
     fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
-    caller = await fake_asterisk.inject_call("+14155550123", WHISPERED)
-    await fake_asterisk.wait_request("POST", "/channels")
-    (target,) = originated(fake_asterisk)
-    await fake_asterisk.wait_until(
-        lambda: any(set(b["channels"]) == {caller, target} for b in fake_asterisk.bridges.values())
-    )
+    caller, target = await bridged_transfer(fake_asterisk, WHISPERED)
 
     assert openai_server.requests[-1]["input"] == "Call from +14155550123"
     ((channel, url, status, body),) = fake_asterisk.fetched_media
@@ -202,14 +209,7 @@ async def test_a_whisper_asterisk_cannot_fetch_is_left_out_and_the_log_says_wher
     openai_server.script += [speech(0.3), speech(0.8)]  # "Connecting you.", the whisper
     fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
     with caplog.at_level(logging.WARNING, logger="voicecrm.telephony.ari.call_control"):
-        caller = await fake_asterisk.inject_call("+14155550123", WHISPERED)
-        await fake_asterisk.wait_request("POST", "/channels")
-        (target,) = originated(fake_asterisk)
-        await fake_asterisk.wait_until(
-            lambda: any(
-                set(b["channels"]) == {caller, target} for b in fake_asterisk.bridges.values()
-            )
-        )
+        caller, target = await bridged_transfer(fake_asterisk, WHISPERED)
     ((channel, url, status, _body),) = fake_asterisk.fetched_media
     assert (channel, status) == (target, 0) and url.startswith(wrong)
     assert f"can it fetch {wrong}" in caplog.text
@@ -250,12 +250,7 @@ async def test_the_service_stops_at_once_with_a_transfer_just_bridged(
     bridge; that cancellation must stop it, not leave it waiting for a hang-up."""
     openai_server.script += [speech(0.3)]  # "Connecting you."
     fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
-    caller = await fake_asterisk.inject_call("+14155550123", DESK)
-    await fake_asterisk.wait_request("POST", "/channels")
-    (target,) = originated(fake_asterisk)
-    await fake_asterisk.wait_until(
-        lambda: any(set(b["channels"]) == {caller, target} for b in fake_asterisk.bridges.values())
-    )
+    await bridged_transfer(fake_asterisk, DESK)
     async with asyncio.timeout(CALL_TIMEOUT):
         await running.close()
     assert service.calls_in_progress == 0
@@ -271,12 +266,7 @@ async def test_an_answered_transfer_bridges_caller_and_target_until_one_hangs_up
 ) -> None:
     openai_server.script += [speech(0.3)]  # "Connecting you."
     fake_asterisk.caller_script = [WaitForSpeech(), 60.0]
-    caller = await fake_asterisk.inject_call("+14155550123", DESK)
-    await fake_asterisk.wait_request("POST", "/channels")
-    (target,) = originated(fake_asterisk)
-    await fake_asterisk.wait_until(
-        lambda: any(set(b["channels"]) == {caller, target} for b in fake_asterisk.bridges.values())
-    )
+    caller, target = await bridged_transfer(fake_asterisk, DESK)
     media = next(r for r in fake_asterisk.requests if r.path == "/channels/externalMedia")
     await fake_asterisk.wait_until(  # the receptionist's media channel and bridge are gone
         lambda: (
