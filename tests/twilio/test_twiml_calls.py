@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, unescape
@@ -22,6 +23,7 @@ from voicecrm.config import Settings
 from voicecrm.crm import timeline
 from voicecrm.crm.models import CallRecord, Note, TimelineEvent
 from voicecrm.storage import Database
+from voicecrm.telephony.twilio.webhooks import ANSWERING, CLAIM_SECONDS
 
 INTAKE = "+14155550102"
 MESSAGES = "+14155550108"
@@ -258,3 +260,30 @@ async def test_a_gather_answer_sent_twice_at_once_runs_the_scenario_once(
     async with database.transaction(read_only=True) as session:
         notes = list(await session.scalars(select(Note.content)))
     assert notes == ["Order 1234 looked up"]
+
+
+async def test_a_turn_claimed_by_a_request_that_is_gone_is_taken_over(
+    twilio: TestClient[Any, Any], database: Database
+) -> None:
+    """The instance running a turn stopped mid-way: its claim stays in the call's state.
+    A fresh claim makes a duplicate wait; one older than Twilio would wait for is taken
+    over, and the turn runs."""
+    sid = "CA" + "a" * 32
+    _, first = await post_signed(twilio, "/twilio/voice", call_fields(sid, to=INTAKE))
+    answer = call_fields(sid, to=INTAKE, SpeechResult="Jane")
+
+    async def claimed(seconds_ago: float) -> None:
+        at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+        async with database.transaction() as session:
+            record = (await session.scalars(select(CallRecord))).one()
+            record.state = {**record.state, ANSWERING: {"turn": 1, "at": at.isoformat()}}
+
+    await claimed(seconds_ago=1)
+    status, held = await post_signed(twilio, gather_path(first), answer)
+    assert status == 200 and "<Redirect" in held and "Jane" not in held
+    await claimed(seconds_ago=CLAIM_SECONDS + 1)
+    status, answered = await post_signed(twilio, gather_path(first), answer)
+    assert status == 200 and "Thanks Jane. Why are you calling?" in answered
+    async with database.transaction(read_only=True) as session:
+        record = (await session.scalars(select(CallRecord))).one()
+    assert ANSWERING not in record.state and record.state["twilio_turn"] == 2

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -148,10 +149,31 @@ def _uses_twiml(services: TwilioServices, scenario: Scenario) -> bool:
     return (services.mode if mode == "default" else mode) == "twiml"
 
 
-# In a TwiML call's state while a request runs its scenario for the turn it names (0: the
-# first webhook): a duplicate of that webhook, on any instance, waits instead of running
-# the scenario a second time.
+# In a TwiML call's state while a request runs its scenario for a turn (0: the first
+# webhook), with when it began: a duplicate of that webhook, on any instance, waits
+# instead of running the turn a second time.
 ANSWERING = "twilio_answering"
+# A claim older than this is taken over: the request that made it is gone (its instance
+# stopped), and Twilio, which waits 15 s for an answer, has long given up on it.
+CLAIM_SECONDS = 30.0
+
+
+def _claim(turn: int) -> dict[str, Any]:
+    return {"turn": turn, "at": datetime.now(UTC).isoformat()}
+
+
+def _claimed(saved: Mapping[str, Any], turn: int) -> bool:
+    """Whether another request is running `turn` now (a claim on it, not yet stale)."""
+    claim = saved.get(ANSWERING)
+    if not isinstance(claim, dict) or claim.get("turn") != turn:
+        return False
+    try:
+        since = datetime.fromisoformat(str(claim.get("at")))
+    except ValueError:
+        return False
+    if since.tzinfo is None:
+        return False
+    return (datetime.now(UTC) - since).total_seconds() < CLAIM_SECONDS
 
 
 async def incoming_call(
@@ -204,9 +226,9 @@ async def incoming_call(
             saved = dict((await call_log.lock_call(session, services.actor, call_id)).state or {})
             if "twilio_twiml" in saved:  # Twilio retried this webhook: the same answer again
                 return web.Response(text=saved["twilio_twiml"], content_type="text/xml")
-            if ANSWERING in saved:  # the same webhook, being answered by another request
+            if _claimed(saved, 0):  # the same webhook, being answered by another request
                 return _hold_on(request, services)
-            record.state = {**saved, ANSWERING: 0}
+            record.state = {**saved, ANSWERING: _claim(0)}
     if uses_twiml:
         return await _run_twiml(request, services, scenario, info, call_id, state=None, turn=1)
     return _connect_stream(public_base(request, services.public_url), call_id)
@@ -402,13 +424,13 @@ async def gather_answer(
             return web.Response(
                 text=saved.get("twilio_twiml") or str(response), content_type="text/xml"
             )
-        if saved.get(ANSWERING) == turn:
+        if _claimed(saved, turn):
             return _hold_on(request, services)
         try:
             scenario = services.scenarios.library.get(record.scenario or "")
         except NotFound:
             return problem(409, "Conflict", f"the call's scenario {record.scenario!r} is gone")
-        record.state = {**saved, ANSWERING: turn}  # this request runs the turn (`_run_twiml`)
+        record.state = {**saved, ANSWERING: _claim(turn)}  # this request runs the turn
         info = CallInfo(
             call_id=record.external_id,
             direction=Direction(record.direction),
