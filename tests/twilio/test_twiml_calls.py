@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, unescape
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp.plugin import AiohttpClient, AiohttpServer
@@ -22,7 +23,9 @@ from voicecrm.app import build_app
 from voicecrm.config import Settings
 from voicecrm.crm import timeline
 from voicecrm.crm.models import CallRecord, Note, TimelineEvent
+from voicecrm.scenarios.runner import run_call
 from voicecrm.storage import Database
+from voicecrm.telephony.twilio import webhooks
 from voicecrm.telephony.twilio.webhooks import ANSWERING, CLAIM_SECONDS
 
 INTAKE = "+14155550102"
@@ -287,3 +290,26 @@ async def test_a_turn_claimed_by_a_request_that_is_gone_is_taken_over(
     async with database.transaction(read_only=True) as session:
         record = (await session.scalars(select(CallRecord))).one()
     assert ANSWERING not in record.state and record.state["twilio_turn"] == 2
+
+
+async def test_a_turn_that_failed_is_run_by_the_retry(
+    twilio: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that fails gives its claim back: Twilio's retry runs the turn, not waits."""
+    sid = "CA" + "b" * 32
+    _, first = await post_signed(twilio, "/twilio/voice", call_fields(sid, to=INTAKE))
+    runs = 0
+
+    async def failing_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("the database server restarted")
+        return await run_call(*args, **kwargs)
+
+    monkeypatch.setattr(webhooks, "run_call", failing_once)  # what the webhooks run
+    answer = call_fields(sid, to=INTAKE, SpeechResult="Jane")
+    status, _ = await post_signed(twilio, gather_path(first), answer)
+    assert status == 500
+    status, answered = await post_signed(twilio, gather_path(first), answer)
+    assert status == 200 and "Thanks Jane. Why are you calling?" in answered

@@ -381,10 +381,14 @@ async def _run_twiml(
             answer=answer,
         )
     except BaseException:
-        # The turn was not answered: a retry of the webhook may run it.
-        async with services.database.transaction(quick=True) as session:
-            record = await call_log.lock_call(session, services.actor, call_id)
-            record.state = {k: v for k, v in (record.state or {}).items() if k != ANSWERING}
+        # The turn was not answered: a retry of the webhook may run it. (Should that not
+        # be written either, the claim expires: `CLAIM_SECONDS`.)
+        try:
+            async with services.database.transaction(quick=True) as session:
+                record = await call_log.lock_call(session, services.actor, call_id)
+                record.state = {k: v for k, v in (record.state or {}).items() if k != ANSWERING}
+        except Exception:
+            log.exception("twilio: call %s: its turn's claim could not be released", call_id)
         raise
     if run.state.finished and not call.ended:
         call.response.hangup()
