@@ -53,7 +53,7 @@ from voicecrm.telephony.twilio.outbound import TwilioOutbound, rest_client
 from voicecrm.telephony.twilio.services import TWILIO, TwilioServices
 from voicecrm.telephony.voice_calls import SpeechProviders
 from voicecrm.voice.call import TurnObserver
-from voicecrm.voice.ports import RecordingSink, SpeechToText, TextToSpeech
+from voicecrm.voice.ports import MediaFetcher, RecordingSink, SpeechToText, TextToSpeech
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class CallResources:
     providers: SpeechProviders
     llm: LanguageModel | None
     http: HttpClient
+    media: MediaFetcher
     on_turn: TurnObserver
     recordings: RecordingSink
 
@@ -229,11 +230,13 @@ def build_app(
                     team = await accounts.first_team(session)
                     assert team is not None, "bootstrap creates the first team"
                     actor = Actor.system(accounts.team_settings(team))
+                client = AiohttpClient(http_session)
                 app[CALL_RESOURCES] = CallResources(
                     actor=actor,
                     providers=providers,
                     llm=llm,
-                    http=AiohttpClient(http_session),
+                    http=client,
+                    media=client,
                     on_turn=app[TURN_METRICS].observe,
                     recordings=app[RECORDINGS],
                 )
@@ -263,6 +266,7 @@ def build_app(
                 public_url=settings.public_url,
                 llm=shared.llm,
                 http=shared.http,
+                media=shared.media,
                 on_turn=shared.on_turn,
                 recordings=shared.recordings,
                 blocked_callers=settings.blocked_callers,
@@ -308,6 +312,7 @@ def build_app(
                     providers=shared.providers,
                     llm=shared.llm,
                     http=shared.http,
+                    media=shared.media,
                     on_turn=shared.on_turn,
                     recordings=shared.recordings,
                     blocked_callers=settings.blocked_callers,

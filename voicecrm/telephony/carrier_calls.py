@@ -35,7 +35,7 @@ from voicecrm.storage import Database, utcnow
 from voicecrm.telephony.voice_calls import SpeechProviders, voice_call
 from voicecrm.voice.call import TurnObserver
 from voicecrm.voice.line import AudioLine
-from voicecrm.voice.ports import CarrierRecorder, RecordingSink
+from voicecrm.voice.ports import CarrierRecorder, MediaFetcher, RecordingSink
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class CallServices:
     providers: SpeechProviders
     llm: LanguageModel | None = None
     http: HttpClient | None = None
+    media: MediaFetcher | None = None  # fetches the recordings `play` sends down a line
     on_turn: TurnObserver | None = None
     recordings: RecordingSink | None = None
     blocked_callers: str = REJECT  # or the name of the scenario blocked callers get
@@ -106,6 +107,7 @@ async def run_voice_call(
         on_turn=services.on_turn,
         recordings=services.recordings,
         recorder=recorder,
+        media=services.media,
     ) as call:
         await run_call(
             services.database,

@@ -19,7 +19,13 @@ from voicecrm.audio.turns import TurnSettings
 from voicecrm.scenarios import models as m
 from voicecrm.voice.call import TurnObserver, VoiceCall
 from voicecrm.voice.line import AudioLine
-from voicecrm.voice.ports import CarrierRecorder, RecordingSink, SpeechToText, TextToSpeech
+from voicecrm.voice.ports import (
+    CarrierRecorder,
+    MediaFetcher,
+    RecordingSink,
+    SpeechToText,
+    TextToSpeech,
+)
 from voicecrm.voice.settings import VoiceSettings
 
 # (provider name: "default", "openai" or "offline"; model or None) -> provider
@@ -83,6 +89,7 @@ def voice_call(
     on_turn: TurnObserver | None = None,
     recordings: RecordingSink | None = None,
     recorder: CarrierRecorder | None = None,
+    media: MediaFetcher | None = None,
 ) -> VoiceCall:
     """The call a scenario runs on this line; raises `SpeechUnavailable` with the reason
     when the scenario's providers cannot be had (say, no espeak-ng installed)."""
@@ -97,4 +104,5 @@ def voice_call(
         on_turn=on_turn,
         recordings=recordings,
         recorder=recorder,
+        media=media,
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from types import TracebackType
 
 from voicecrm.audio.codec import pcm16_to_ulaw
@@ -36,17 +36,19 @@ from voicecrm.calls.interface import (
 )
 from voicecrm.calls.latency import TurnLatency
 from voicecrm.cancellation import cancel_and_wait
-from voicecrm.voice.line import AudioLine, Whisper
+from voicecrm.voice.line import AudioLine, CannotPlayUrls, Whisper
 from voicecrm.voice.listener import Closed, DigitPressed, InboxItem, Listener, TimedOut
 from voicecrm.voice.playback import Playback
 from voicecrm.voice.ports import (
     CarrierRecorder,
+    MediaFetcher,
     PcmAudio,
     RecordingSink,
     SpeechProviderError,
     SpeechToText,
     TextToSpeech,
 )
+from voicecrm.voice.recordings_played import decode_wav
 from voicecrm.voice.settings import VoiceSettings
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,24 @@ _BEEP_FRAMES = 15  # 300 ms
 
 async def _one(text: str) -> AsyncIterator[str]:
     yield text
+
+
+class _Recording:
+    """A decoded recording as a `TextToSpeech` that says only it, in chunks of a second, so
+    that `Playback` sends it as it sends speech (paced, cut short by a barge-in)."""
+
+    label = "recording"
+
+    def __init__(self, audio: PcmAudio) -> None:
+        self._audio = audio
+
+    async def synthesize(
+        self, text: str, *, voice: str | None, language: str
+    ) -> AsyncGenerator[PcmAudio, None]:
+        pcm, rate = self._audio.pcm, self._audio.sample_rate
+        step = 2 * rate
+        for start in range(0, len(pcm), step):
+            yield PcmAudio(pcm[start : start + step], rate)
 
 
 def _seconds(frames: int) -> float:
@@ -89,9 +109,11 @@ class VoiceCall:
         on_turn: TurnObserver | None = None,
         recordings: RecordingSink | None = None,
         recorder: CarrierRecorder | None = None,
+        media: MediaFetcher | None = None,
     ) -> None:
         self._line = line
         self._recordings = recordings
+        self._media = media  # fetches what `play` plays on a line that cannot
         self._recorder = recorder
         self._stt = stt
         self._tts = tts
@@ -208,9 +230,18 @@ class VoiceCall:
         language: str | None = None,
     ) -> Spoken:
         self._check_open()
+        return await self._play_speech(self._tts, sentences, voice, language)
+
+    async def _play_speech(
+        self,
+        tts: TextToSpeech,
+        sentences: AsyncIterable[str],
+        voice: str | None,
+        language: str | None,
+    ) -> Spoken:
         playback = Playback(
             self._line,
-            self._tts,
+            tts,
             self.settings,
             voice=voice or self._voice,
             language=language or self._language,
@@ -227,8 +258,16 @@ class VoiceCall:
         return spoken
 
     async def play(self, url: str) -> None:
+        """The carrier plays `url` itself; a line that cannot (a Twilio Media Stream) gets
+        the file fetched, decoded and sent down it like speech, barge-in included."""
         self._check_open()
-        await self._line.play(url)
+        try:
+            await self._line.play(url)
+        except CannotPlayUrls:
+            if self._media is None:
+                raise
+            audio = decode_wav(await self._media.fetch(url), url)
+            await self._play_speech(_Recording(audio), _one(url), None, None)
 
     # ------------------------------------------------------------- listening
     async def _next(self) -> InboxItem:

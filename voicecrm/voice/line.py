@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from voicecrm.calls.interface import CallInfo, TransferOutcome
+from voicecrm.errors import VoiceCRMError
 from voicecrm.voice.ports import PcmAudio
 
 
@@ -36,6 +37,13 @@ class LineClosed:
 
 
 LineEvent = Media | Dtmf | LineClosed
+
+
+class CannotPlayUrls(VoiceCRMError):
+    """The carrier cannot fetch and play a URL itself (Twilio Media Streams): the voice
+    call plays the file down the line instead, when it can fetch it."""
+
+    title = "The carrier cannot play URLs"
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,18 @@ class TextToSpeech(Protocol):
         ...
 
 
+class MediaUnavailable(VoiceCRMError):
+    """A recording to play could not be fetched, or is not audio the call can play."""
+
+    title = "Media unavailable"
+
+
+class MediaFetcher(Protocol):
+    async def fetch(self, url: str) -> bytes:
+        """The file at `url` (a recording a scenario plays). Raises `MediaUnavailable`."""
+        ...
+
+
 class RecordingSink(Protocol):
     async def save(self, channel: str, external_call_id: str, pcm: bytes, sample_rate: int) -> str:
         """Keep a recording of the call; returns the URL to link it from."""

@@ -24,15 +24,10 @@ from aiohttp import WSMsgType, web
 
 from voicecrm.audio.pacing import PlayoutClock
 from voicecrm.calls.interface import CallEnded, CallInfo, TransferOutcome, TransferStatus
-from voicecrm.errors import VoiceCRMError
 from voicecrm.telephony.twilio import media_protocol as proto
-from voicecrm.voice.line import Dtmf, LineClosed, LineEvent, Media, Whisper
+from voicecrm.voice.line import CannotPlayUrls, Dtmf, LineClosed, LineEvent, Media, Whisper
 
 log = logging.getLogger(__name__)
-
-
-class NotOnMediaStreams(VoiceCRMError):
-    title = "Not available on Media Streams"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +155,8 @@ class TwilioMediaLine:
             self._marks.pop(name, None)
 
     async def play(self, url: str) -> None:
-        raise NotOnMediaStreams(
-            "play needs the audio decoded onto the stream, which is not built yet; "
-            "use say, or run this scenario with TwiML"
-        )
+        """Twilio plays no URL into a stream: the voice call sends the file down it."""
+        raise CannotPlayUrls(f"a Media Stream cannot play {url} itself")
 
     async def transfer(
         self,
