@@ -258,7 +258,7 @@ async def finish_call(
     `duration_seconds` is the carrier's own count when it has one; else the time since the
     call's row was opened.
     """
-    record = await _as_committed(session, await get_call(session, actor, call_id))
+    record = await lock_call(session, actor, call_id)
     if record.ended_at is not None:
         return record
     now = utcnow()
@@ -309,7 +309,7 @@ async def attach_recording(
 
     Returns False when the call already has this recording (the carrier retried).
     """
-    record = await _as_committed(session, await get_call(session, actor, call_id))
+    record = await lock_call(session, actor, call_id)
     if record.recording_url == url:
         return False
     record.recording_url = url

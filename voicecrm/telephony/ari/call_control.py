@@ -313,9 +313,9 @@ class CallControl:
                     await leg.in_stasis.wait()
 
     async def _bridge(self, leg: Leg) -> None:
-        """A mixing bridge with the target, then the caller moved into it from the
-        receptionist's bridge (and back, if Asterisk refuses the move)."""
-        await self._in_stasis(leg)
+        """A mixing bridge with the target (in the application: `_in_stasis`), then the
+        caller moved into it from the receptionist's bridge (and back, if Asterisk
+        refuses the move)."""
         bridge_id = TRANSFER_BRIDGE_PREFIX + secrets.token_hex(8)
         await self.client.create_bridge("mixing", bridge_id=bridge_id)
         self.bridge_id = bridge_id

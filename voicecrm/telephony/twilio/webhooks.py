@@ -162,6 +162,11 @@ def _claim(turn: int) -> dict[str, Any]:
     return {"turn": turn, "at": datetime.now(UTC).isoformat()}
 
 
+def _unclaimed(state: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The call's state without a turn's claim."""
+    return {key: value for key, value in (state or {}).items() if key != ANSWERING}
+
+
 def _claimed(saved: Mapping[str, Any], turn: int) -> bool:
     """Whether another request is running `turn` now (a claim on it, not yet stale)."""
     claim = saved.get(ANSWERING)
@@ -223,7 +228,8 @@ async def incoming_call(
         call_id = record.id
         uses_twiml = _uses_twiml(services, scenario)
         if uses_twiml:
-            saved = dict((await call_log.lock_call(session, services.actor, call_id)).state or {})
+            record = await call_log.lock_call(session, services.actor, call_id)
+            saved = dict(record.state or {})
             if "twilio_twiml" in saved:  # Twilio retried this webhook: the same answer again
                 return web.Response(text=saved["twilio_twiml"], content_type="text/xml")
             if _claimed(saved, 0):  # the same webhook, being answered by another request
@@ -386,7 +392,7 @@ async def _run_twiml(
         try:
             async with services.database.transaction(quick=True) as session:
                 record = await call_log.lock_call(session, services.actor, call_id)
-                record.state = {k: v for k, v in (record.state or {}).items() if k != ANSWERING}
+                record.state = _unclaimed(record.state)
         except Exception:
             log.exception("twilio: call %s: its turn's claim could not be released", call_id)
         raise
@@ -395,8 +401,7 @@ async def _run_twiml(
     text = str(call.response)
     async with services.database.transaction(quick=True) as session:
         record = await call_log.lock_call(session, services.actor, call_id)
-        kept = {k: v for k, v in (record.state or {}).items() if k != ANSWERING}
-        record.state = {**kept, "twilio_twiml": text, "twilio_turn": turn}
+        record.state = {**_unclaimed(record.state), "twilio_twiml": text, "twilio_turn": turn}
     return web.Response(text=text, content_type="text/xml")
 
 
