@@ -37,6 +37,8 @@ from voicecrm.telephony.simulator.audio_line import (
 )
 from voicecrm.telephony.voice_calls import SpeechProviders, voice_call
 from voicecrm.voice.call import VoiceCall
+from voicecrm.voice.ports import PcmAudio
+from voicecrm.voice.wav import wav_bytes
 
 
 def read_utterances(path: Path) -> list[tuple[str, bytes]]:
@@ -67,11 +69,7 @@ def _read_wav(file: Path) -> bytes:
 
 
 def write_wav(path: Path, ulaw: bytes) -> None:
-    with wave.open(str(path), "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(SAMPLE_RATE)
-        writer.writeframes(ulaw_to_pcm16(ulaw))
+    path.write_bytes(wav_bytes(PcmAudio(ulaw_to_pcm16(ulaw), SAMPLE_RATE)))
 
 
 def caller_script(utterances: Sequence[tuple[str, bytes]]) -> list[CallerAction]:

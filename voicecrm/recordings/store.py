@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 from voicecrm.errors import InvalidInput
+from voicecrm.voice.ports import PcmAudio
+from voicecrm.voice.wav import wav_bytes
 
 URL_PREFIX = "/api/v1/recordings/"
 _NAME = re.compile(r"^(?P<channel>[a-z]+)-(?P<call>[A-Za-z0-9_.:-]{1,80})-(?P<n>\d{1,4})\.wav$")
@@ -60,11 +61,8 @@ class RecordingStore:
         for number in range(1, 10_000):
             name = RecordingName(channel, call, number)
             try:
-                with self.path(name).open("xb") as file, wave.open(file, "wb") as writer:
-                    writer.setnchannels(1)
-                    writer.setsampwidth(2)
-                    writer.setframerate(sample_rate)
-                    writer.writeframes(pcm)
+                with self.path(name).open("xb") as file:
+                    file.write(wav_bytes(PcmAudio(pcm, sample_rate)))
             except FileExistsError:
                 continue
             return URL_PREFIX + name.file_name

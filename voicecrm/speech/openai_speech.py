@@ -18,8 +18,6 @@ call can apologise or fall back at once.
 from __future__ import annotations
 
 import asyncio
-import io
-import wave
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -39,6 +37,7 @@ from voicecrm.integrations.openai_defaults import (
 )
 from voicecrm.integrations.openai_errors import KEYLESS_PLACEHOLDER, OpenAIErrorText
 from voicecrm.voice.ports import PcmAudio, SpeechProviderError, Transcript
+from voicecrm.voice.wav import wav_bytes
 
 # What `response_format="pcm"` means in the OpenAI API: 24 kHz, 16-bit little-endian, mono.
 SPEECH_SAMPLE_RATE = 24000
@@ -298,18 +297,6 @@ class OpenAITextToSpeech(_OpenAIAudioProvider):
             # A trailing odd byte is half a sample: it cannot be played, so it is dropped.
             if received < 2:
                 raise SpeechProviderError(f"{self._where()} returned no audio.")
-
-
-def wav_bytes(audio: PcmAudio) -> bytes:
-    """The audio as a complete WAV file, the one format every transcription server reads."""
-    pcm = audio.pcm[: len(audio.pcm) - len(audio.pcm) % 2]
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(audio.sample_rate)
-        writer.writeframes(pcm)
-    return buffer.getvalue()
 
 
 def primary_language(language: str) -> str:

@@ -12,15 +12,14 @@ this instance, as its RTP address (`VOICECRM_ARI_MEDIA_HOST`) already does.
 
 from __future__ import annotations
 
-import io
 import secrets
-import wave
 
 from aiohttp import web
 
 from voicecrm.api.problems import problem_response
 from voicecrm.audio.resample import resample
 from voicecrm.voice.ports import PcmAudio
+from voicecrm.voice.wav import wav_bytes
 
 PATH_PREFIX = "/ari/media/"
 SAMPLE_RATE = 8000  # Asterisk's `wav`: 8 kHz, 16-bit, mono
@@ -38,14 +37,8 @@ class PlayedMedia:
         if self.base_url is None:
             raise RuntimeError("VOICECRM_ARI_HTTP_URL is not set: Asterisk cannot fetch audio")
         pcm = resample(audio.pcm, audio.sample_rate, SAMPLE_RATE)
-        body = io.BytesIO()
-        with wave.open(body, "wb") as writer:
-            writer.setnchannels(1)
-            writer.setsampwidth(2)
-            writer.setframerate(SAMPLE_RATE)
-            writer.writeframes(pcm)
         name = secrets.token_urlsafe(16) + ".wav"
-        self._files[name] = body.getvalue()
+        self._files[name] = wav_bytes(PcmAudio(pcm, SAMPLE_RATE))
         return f"{self.base_url}{PATH_PREFIX}{name}"
 
     def withdraw(self, url: str) -> None:
